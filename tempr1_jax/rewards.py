@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import itertools
 import json
 import math
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -73,23 +76,20 @@ TASKS: dict[str, TaskRule] = {
 _NUM = r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
 _ITEM = rf"{_NUM}\s*(?:to|-)\s*{_NUM}"
 _INTERVALS_RE = re.compile(rf"{_ITEM}(?:\s*[,;]\s*{_ITEM})*")
-_NUM_RE = re.compile(_NUM)
 _LETTER_RE = re.compile(rf"([{LETTERS}])|\(([{LETTERS}])\)|([{LETTERS}])\.")
-_LAYOUT_RE = re.compile(
-    r"(?:<think>(?P<think>.*?)</think>\s*)?<answer>(?P<answer>.*?)</answer>"
-    r"(?:\s*<evidence>(?P<evidence>.*?)</evidence>)?",
-    re.DOTALL,
-)
+_TAG_SPLIT_RE = re.compile("(" + "|".join(re.escape(t) for t in TAGS) + ")")
+
+Intervals = list[tuple[float, float]]  # host-side intervals: (start, end) seconds
 
 
 @dataclasses.dataclass(frozen=True)
 class GroundTruth:
-    """A validated sample: its task rule, duration (s), segments float64 [M, 2] clipped to [0, duration]."""
+    """A validated sample: its task rule, duration (s) and segments ((start, end) s, clipped to the duration)."""
 
     task: str
     rule: TaskRule
     duration: float
-    segments: np.ndarray
+    segments: Intervals
     answer: str | None
 
 
@@ -108,8 +108,48 @@ class ParsedCompletion:
     letter: str | None
 
 
+class Ragged(NamedTuple):
+    """Rows of intervals stored flat: row b is values[offsets[b] : offsets[b] + counts[b]].
+
+    counts: int64 [B], -1 where the row has no parsable intervals (missing block or unparsable payload).
+    values: float64 [N, 2] seconds; offsets: int64 [B].
+    """
+
+    counts: np.ndarray
+    values: np.ndarray
+    offsets: np.ndarray
+
+    def row(self, b: int) -> np.ndarray | None:
+        return None if self.counts[b] < 0 else self.values[self.offsets[b]: self.offsets[b] + self.counts[b]]
+
+
+_REAL_TYPES = frozenset({int, float})
+_PAIR_TYPES = frozenset({list, tuple})
+
+
 def _is_real(x: object) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+    return type(x) in _REAL_TYPES or (
+        isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_)))
+
+
+def _segments(segments: object, duration: float, where: str) -> Intervals:
+    """A sample's ``segments`` validated (0 <= start <= end, finite) and clipped to [0, duration]."""
+    if isinstance(segments, (str, bytes)) or not isinstance(segments, (Sequence, np.ndarray)):
+        raise ValueError(f"{where}: field 'segments' must be a list of [start, end] pairs, got {segments!r}")
+    out = []
+    for k, seg in enumerate(segments):
+        if type(seg) in _PAIR_TYPES and len(seg) == 2 and type(seg[0]) in _REAL_TYPES and type(seg[1]) in _REAL_TYPES:
+            start, end = seg  # the common case, checked without isinstance
+        elif isinstance(seg, (str, bytes)) or not isinstance(seg, (Sequence, np.ndarray)) or len(seg) != 2 \
+                or not (_is_real(seg[0]) and _is_real(seg[1])):
+            raise ValueError(f"{where}: field 'segments' item {k} must be [start, end] seconds, got {seg!r}")
+        else:
+            start, end = float(seg[0]), float(seg[1])
+        if not 0 <= start <= end < math.inf:  # NaN fails every comparison
+            raise ValueError(f"{where}: field 'segments' item {k} is [{float(start)}, {float(end)}]; "
+                             "need finite 0 <= start <= end")
+        out.append((float(min(start, duration)), float(min(end, duration))))
+    return out
 
 
 def check_sample(sample: Mapping, index: int | None = None) -> GroundTruth:
@@ -119,10 +159,10 @@ def check_sample(sample: Mapping, index: int | None = None) -> GroundTruth:
     completion scores the maximum. Raises ValueError naming the sample, field and value on a malformed sample.
     """
     where = "sample" if index is None else f"sample {index}"
-    if isinstance(sample, Mapping) and "id" in sample:
-        where += f" (id {sample['id']!r})"
     if not isinstance(sample, Mapping):
         raise ValueError(f"{where}: expected a mapping, got {type(sample).__name__}")
+    if "id" in sample:
+        where += f" (id {sample['id']!r})"
     task = sample.get("task")
     if task not in TASKS:
         raise ValueError(f"{where}: field 'task' is {task!r}; expected one of {sorted(TASKS)}")
@@ -130,19 +170,8 @@ def check_sample(sample: Mapping, index: int | None = None) -> GroundTruth:
     duration = sample.get("duration")
     if not _is_real(duration) or not math.isfinite(duration) or duration <= 0:
         raise ValueError(f"{where}: field 'duration' must be a finite number of seconds > 0, got {duration!r}")
-    segments = sample.get("segments")
-    if isinstance(segments, (str, bytes)) or not isinstance(segments, (Sequence, np.ndarray)):
-        raise ValueError(f"{where}: field 'segments' must be a list of [start, end] pairs, got {segments!r}")
-    pairs = []
-    for k, seg in enumerate(segments):
-        if (isinstance(seg, (str, bytes)) or not isinstance(seg, (Sequence, np.ndarray)) or len(seg) != 2
-                or not all(_is_real(t) and math.isfinite(t) for t in seg)):
-            raise ValueError(f"{where}: field 'segments' item {k} must be [start, end] seconds, got {seg!r}")
-        start, end = float(seg[0]), float(seg[1])
-        if start < 0 or start > end:
-            raise ValueError(f"{where}: field 'segments' item {k} is [{start}, {end}]; need 0 <= start <= end")
-        pairs.append((start, end))
-    n = len(pairs)
+    segs = _segments(sample.get("segments"), float(duration), where)
+    n = len(segs)
     if n < rule.min_gt or (rule.max_gt is not None and n > rule.max_gt):
         want = f"exactly {rule.min_gt}" if rule.min_gt == rule.max_gt else f"at least {rule.min_gt}"
         raise ValueError(f"{where}: task {task!r} needs {want} segment(s) in field 'segments', got {n}")
@@ -151,10 +180,10 @@ def check_sample(sample: Mapping, index: int | None = None) -> GroundTruth:
         answer = sample.get("answer")
         options = sample.get("options")
         n_opt = len(options) if isinstance(options, Sequence) and not isinstance(options, str) else None
-        if not (isinstance(answer, str) and len(answer) == 1 and answer in LETTERS[: n_opt or len(LETTERS)]):
-            raise ValueError(f"{where}: field 'answer' must be an option letter "
-                             f"{LETTERS[0]}-{LETTERS[(n_opt or len(LETTERS)) - 1]}, got {answer!r}")
-    segs = np.clip(np.asarray(pairs, np.float64).reshape(n, 2), 0.0, float(duration))
+        letters = LETTERS[: n_opt or len(LETTERS)]
+        if not (isinstance(answer, str) and len(answer) == 1 and answer in letters):
+            raise ValueError(f"{where}: field 'answer' must be an option letter {letters[0]}-{letters[-1]}, "
+                             f"got {answer!r}")
     return GroundTruth(task, rule, float(duration), segs, answer)
 
 
@@ -172,22 +201,40 @@ def _last_block(text: str, tag: str) -> str | None:
         content, pos = text[i + len(opening): j], j + len(closing)
 
 
-def parse_intervals(payload: str, duration: float) -> np.ndarray | None:
-    """INTERVALS payload -> float64 [K, 2] seconds clipped to [0, duration], or None when unparsable.
+def parse_interval_payloads(payloads: Sequence[str | None], durations: Sequence[float]) -> Ragged:
+    """INTERVALS payloads (None: block missing) -> their intervals in seconds, clipped to [0, duration].
 
     Grammar (SPEC section 2): zero or more items ``NUMBER to NUMBER`` / ``NUMBER - NUMBER`` separated by ``,``
     or ``;``, optional whitespace, NUMBER a non-negative decimal. One malformed item or one item with
-    start > end makes the whole payload unparsable.
+    start > end makes the whole payload unparsable (count -1). Each payload costs one regex match and one
+    split; the numbers of the whole batch are converted and checked by numpy at once.
     """
-    payload = payload.strip()
-    if not payload:
-        return np.zeros((0, 2), np.float64)
-    if _INTERVALS_RE.fullmatch(payload) is None:
-        return None
-    values = np.array([float(v) for v in _NUM_RE.findall(payload)], np.float64).reshape(-1, 2)
-    if np.any(values[:, 0] > values[:, 1]):
-        return None
-    return np.clip(values, 0.0, duration)
+    counts = np.full(len(payloads), -1, np.int64)
+    tokens: list[str] = []
+    for b, payload in enumerate(payloads):
+        if payload is None:
+            continue
+        payload = payload.strip()
+        if payload and _INTERVALS_RE.fullmatch(payload) is None:
+            continue
+        # A valid payload minus its separators is exactly its numbers (NUMBER has no sign).
+        for sep in ("to", "-", ",", ";"):
+            payload = payload.replace(sep, " ")
+        numbers = payload.split()
+        tokens.extend(numbers)
+        counts[b] = len(numbers) // 2
+    values = np.array(tokens, np.float64).reshape(-1, 2)
+    sizes = np.maximum(counts, 0)
+    row = np.repeat(np.arange(len(payloads)), sizes)
+    reversed_rows = np.bincount(row, values[:, 0] > values[:, 1], minlength=len(payloads)) > 0
+    np.minimum(values, np.repeat(np.asarray(durations, np.float64), sizes)[:, None], out=values)
+    offsets = np.cumsum(sizes) - sizes
+    return Ragged(np.where(reversed_rows, -1, counts), values, offsets)
+
+
+def parse_intervals(payload: str, duration: float) -> np.ndarray | None:
+    """One INTERVALS payload -> float64 [K, 2] seconds clipped to [0, duration], or None when unparsable."""
+    return parse_interval_payloads([payload], [float(duration)]).row(0)
 
 
 def parse_letter(payload: str) -> str | None:
@@ -196,35 +243,41 @@ def parse_letter(payload: str) -> str | None:
     return None if m is None else next(g for g in m.groups() if g)
 
 
+@functools.cache
+def _layouts(intervals_block: str, think: str) -> frozenset[tuple[str, ...]]:
+    """The tag sequences a well-formatted completion may have, e.g. (<think>, </think>, <answer>, </answer>)."""
+    tail = ("<answer>", "</answer>") + (("<evidence>", "</evidence>") if intervals_block == "evidence" else ())
+    with_think = ("<think>", "</think>") + tail
+    return frozenset({"optional": [tail, with_think], "required": [with_think], "forbidden": [tail]}[think])
+
+
 def _layout_ok(text: str, rule: TaskRule, think: str) -> bool:
-    """The block-layout half of the format reward: ``[think] answer [evidence]`` with tag-free contents."""
-    stripped = text.strip()
-    # Each tag may appear at most once; this also keeps the layout regex linear on adversarial text.
-    if any(stripped.count(tag) > 1 for tag in TAGS):
+    """The block-layout half of the format reward: the stripped text is exactly the blocks the think mode and
+    the task allow, in order, separated by whitespace only, and no block contains any of the six tags."""
+    parts = _TAG_SPLIT_RE.split(text)  # [gap, tag, body, tag, gap, tag, body, tag, gap, ...]
+    if tuple(parts[1::2]) not in _layouts(rule.intervals_block, think):
         return False
-    m = _LAYOUT_RE.fullmatch(stripped)
-    if m is None:
-        return False
-    blocks = {name: body for name, body in m.groupdict().items() if body is not None}
-    if any(tag in body for body in blocks.values() for tag in TAGS):
-        return False
-    if (think == "required" and "think" not in blocks) or (think == "forbidden" and "think" in blocks):
-        return False
-    return ("evidence" in blocks) == (rule.intervals_block == "evidence")
+    return all(not parts[i].strip() for i in range(0, len(parts), 4))
 
 
-def _parse(text: str, gt: GroundTruth, think: str) -> ParsedCompletion:
-    rule = gt.rule
-    block = _last_block(text, rule.intervals_block)
-    intervals = None if block is None else parse_intervals(block, gt.duration)
-    letter = None
-    if rule.answer_rule == "letter":
-        answer = _last_block(text, "answer")
-        letter = None if answer is None else parse_letter(answer)
-    # When the layout holds, every block occurs once, so the last blocks parsed above are the blocks.
-    fmt = (intervals is not None and (rule.answer_rule is None or letter is not None)
-           and rule.count_ok(len(intervals), len(gt.segments)) and _layout_ok(text, rule, think))
-    return ParsedCompletion(bool(fmt), intervals, letter)
+def _parse_batch(texts: Sequence[str], gts: Sequence[GroundTruth], think: str
+                 ) -> tuple[np.ndarray, Ragged, list[str | None]]:
+    """(format reward bool [B], intervals of each last localization block, gvqa letters or None)."""
+    blocks = [_last_block(t, g.rule.intervals_block) for t, g in zip(texts, gts, strict=True)]
+    intervals = parse_interval_payloads(blocks, [g.duration for g in gts])
+    letters: list[str | None] = []
+    fmt = np.zeros(len(texts), bool)
+    for b, (text, gt) in enumerate(zip(texts, gts, strict=True)):
+        rule, n = gt.rule, int(intervals.counts[b])
+        letter = None
+        if rule.answer_rule == "letter":
+            answer = _last_block(text, "answer")
+            letter = None if answer is None else parse_letter(answer)
+        letters.append(letter)
+        # When the layout holds every block occurs once, so the last blocks parsed above are the blocks.
+        fmt[b] = (n >= 0 and (rule.answer_rule is None or letter is not None)
+                  and rule.count_ok(n, len(gt.segments)) and _layout_ok(text, rule, think))
+    return fmt, intervals, letters
 
 
 def _check_think(think: str) -> None:
@@ -237,7 +290,8 @@ def parse_completion(text: str, sample: Mapping, *, think: str = "optional") -> 
     _check_think(think)
     if not isinstance(text, str):
         raise ValueError(f"completion must be a string, got {type(text).__name__}")
-    return _parse(text, check_sample(sample), think)
+    fmt, intervals, letters = _parse_batch([text], [check_sample(sample)], think)
+    return ParsedCompletion(bool(fmt[0]), intervals.row(0), letters[0])
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -260,11 +314,33 @@ def _one_to_one_single(pred, pred_mask, gt, gt_mask):
     return jnp.where(n_gt > 0, paired.sum() / jnp.maximum(n_gt, 1), 0.0)
 
 
+def _precedes(iv):
+    """before [N, N] bool: before[i, k] iff row k of iv [N, >=2] sorts before row i by (start, end, index).
+
+    Pairwise comparisons instead of lax.sort: at the sizes used here (N <= 64) they are cheaper on CPU, and
+    the rank of row i is before[i].sum().
+    """
+    start, end = iv[:, 0], iv[:, 1]
+    idx = jnp.arange(iv.shape[0])
+    s_i, s_k, e_i, e_k = start[:, None], start[None, :], end[:, None], end[None, :]
+    return (s_k < s_i) | ((s_k == s_i) & ((e_k < e_i) | ((e_k == e_i) & (idx[None, :] < idx[:, None]))))
+
+
+def _sorted(iv, before):
+    """iv [N, C] reordered by ``before``: row r is the entry with r predecessors (ranks are a permutation)."""
+    rank = before.sum(axis=1)
+    return jnp.zeros_like(iv).at[rank].set(iv, unique_indices=True)
+
+
 def _disjoint_pieces(iv, mask):
-    """Sorted intervals cut into disjoint pieces with the same union: piece i = [max(s_i, max_{k<i} e_k), e_i]."""
+    """Intervals cut into disjoint pieces with the same union: piece i = [lo_i, max(e_i, lo_i)] with
+    lo_i = max(s_i, reach_i), reach_i the largest end among the intervals sorting before i by (start, index):
+    the cumulative max of ends in sorted order, computed without sorting."""
     iv = jnp.where(mask[:, None], iv, 0.0)  # padding becomes [0, 0], which covers nothing
-    start, end = jax.lax.sort((iv[:, 0], iv[:, 1]), num_keys=1)
-    reach = jnp.concatenate([jnp.full((1,), -jnp.inf, end.dtype), jax.lax.cummax(end)[:-1]])
+    start, end = iv[:, 0], iv[:, 1]
+    idx = jnp.arange(iv.shape[0])
+    earlier = (start[None, :] < start[:, None]) | ((start[None, :] == start[:, None]) & (idx[None, :] < idx[:, None]))
+    reach = jnp.where(earlier, end[None, :], -jnp.inf).max(axis=1)
     lo = jnp.maximum(start, reach)
     return lo, jnp.maximum(end, lo)
 
@@ -272,23 +348,32 @@ def _disjoint_pieces(iv, mask):
 def _many_to_one_single(pred, pred_mask, gt, gt_mask):
     plo, phi = _disjoint_pieces(pred, pred_mask)
     glo, ghi = _disjoint_pieces(gt, gt_mask)
-    inter = jnp.maximum(jnp.minimum(phi[:, None], ghi[None, :]) - jnp.maximum(plo[:, None], glo[None, :]), 0.0)
-    inter = inter.sum()
+    overlap = jnp.minimum(phi[:, None], ghi[None, :]) - jnp.maximum(plo[:, None], glo[None, :])
+    inter = jnp.maximum(overlap, 0.0).sum()
     union = (phi - plo).sum() + (ghi - glo).sum() - inter
     return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
 
 
+def _running_max(x):
+    """Inclusive cumulative max of x [N] by log2(N) shift-and-max steps (x >= 0, so 0 pads safely)."""
+    shift = 1
+    while shift < x.shape[0]:
+        x = jnp.maximum(x, jnp.pad(x[:-shift], (shift, 0)))
+        shift *= 2
+    return x
+
+
 def _many_to_many_single(pred, pred_mask, gt, gt_mask, sigma):
-    # Sort by (start, end). Padding sorts anywhere: its IoU is masked to 0, and a row or column of zeros
-    # never changes an order-preserving maximum (the matching can always skip it).
-    ps, pe, pm = jax.lax.sort((pred[:, 0], pred[:, 1], pred_mask), num_keys=2)
-    gs, ge, gm = jax.lax.sort((gt[:, 0], gt[:, 1], gt_mask), num_keys=2)
-    iou = interval_iou(jnp.stack([ps, pe], -1)[:, None], jnp.stack([gs, ge], -1)[None, :])
-    iou = iou * (pm[:, None] & gm[None, :])
+    # Sort both sides by (start, end). Padding is zeroed and its IoU masked to 0: a row or column of zeros
+    # never changes an order-preserving maximum (the matching can always skip it), so it may sort anywhere.
+    pred = jnp.concatenate([jnp.where(pred_mask[:, None], pred, 0.0), pred_mask[:, None]], axis=1)
+    gt = jnp.concatenate([jnp.where(gt_mask[:, None], gt, 0.0), gt_mask[:, None]], axis=1)
+    pred, gt = _sorted(pred, _precedes(pred)), _sorted(gt, _precedes(gt))  # [N, 3]: start, end, valid
+    iou = interval_iou(pred[:, None, :2], gt[None, :, :2]) * (pred[:, None, 2] * gt[None, :, 2])
 
     def row(prev, iou_i):  # prev = D[i-1][0..M]; D[i][j] = cummax_j(max(D[i-1][j], D[i-1][j-1] + IoU[i][j]))
         cand = jnp.concatenate([prev[:1], jnp.maximum(prev[1:], prev[:-1] + iou_i)])
-        return jax.lax.cummax(cand), None
+        return _running_max(cand), None
 
     d_last, _ = jax.lax.scan(row, jnp.zeros(gt.shape[0] + 1, jnp.float32), iou)
     s_iou = d_last[-1]
@@ -335,43 +420,68 @@ SHARED_MAX_P = 64  # rows predicting more intervals than this are scored in batc
 
 
 def bucket(n: int, minimum: int = MIN_BUCKET) -> int:
-    """Smallest power of two >= max(n, minimum): the padded size used for n entries."""
+    """Smallest power of two >= max(n, minimum): the padded size used for n intervals."""
     return max(minimum, 1 << max(n - 1, 0).bit_length())
 
 
-def pack_intervals(lists: Sequence[np.ndarray], size: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged [K_b, 2] arrays -> (float32 [rows, size, 2], bool [rows, size]); entries beyond ``size`` are cut."""
-    out = np.zeros((rows, size, 2), np.float32)
-    mask = np.zeros((rows, size), bool)
-    for b, iv in enumerate(lists):
-        k = min(len(iv), size)
-        out[b, :k] = iv[:k]
-        mask[b, :k] = True
+def bucket_rows(n: int) -> int:
+    """Padded batch size for n rows: the smallest of 8, 12, 16, 24, 32, 48, ... (2^k and 3 * 2^(k-1)) >= n."""
+    size = bucket(n, MIN_ROWS)
+    return size * 3 // 4 if n <= size * 3 // 4 and size > MIN_ROWS else size
+
+
+def ragged(rows: Sequence[Sequence]) -> Ragged:
+    """Rows of (start, end) pairs (lists or [K, 2] arrays) -> Ragged."""
+    rows = [r.tolist() if isinstance(r, np.ndarray) else r for r in rows]
+    counts = np.array([len(r) for r in rows], np.int64)
+    flat = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(rows)), np.float64,
+                       2 * int(counts.sum()))
+    return Ragged(counts, flat.reshape(-1, 2), np.cumsum(counts) - counts)
+
+
+def pack(data: Ragged, rows: np.ndarray, size: int, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Selected rows of a Ragged -> (float32 [n_rows, size, 2], bool [n_rows, size]): valid entries packed at
+    the front in order, entries beyond ``size`` cut, rows past len(rows) all padding."""
+    counts = np.minimum(np.maximum(data.counts[rows], 0), size)
+    row = np.repeat(np.arange(len(rows)), counts)
+    col = np.arange(len(row)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out = np.zeros((n_rows, size, 2), np.float32)
+    mask = np.zeros((n_rows, size), bool)
+    out[row, col] = data.values[np.repeat(data.offsets[rows], counts) + col]
+    mask[row, col] = True
     return out, mask
 
 
-def _localization(intervals: Sequence[np.ndarray | None], gts: Sequence[GroundTruth], sigma: float) -> np.ndarray:
-    """R_loc per row; rows whose localization block is missing or unparsable score 0."""
-    loc = np.zeros(len(gts), np.float32)
-    groups: dict[tuple[str, int], list[int]] = {}
-    for i, (iv, gt) in enumerate(zip(intervals, gts, strict=True)):
-        if iv is None:
+def pack_intervals(rows: Sequence[Sequence], size: int, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged rows of (start, end) pairs -> (float32 [n_rows, size, 2], bool [n_rows, size]) (see ``pack``)."""
+    return pack(ragged(rows), np.arange(len(rows)), size, n_rows)
+
+
+def _localization(pred: Ragged, gt: Ragged, kinds: Sequence[str], sigma: float) -> np.ndarray:
+    """R_loc per row; rows whose localization block is missing or unparsable (count -1) score 0."""
+    loc = np.zeros(len(kinds), np.float32)
+    kinds = np.asarray(kinds)
+    for kind, fn in LOCALIZATION_FNS.items():
+        rows = np.flatnonzero((kinds == kind) & (pred.counts >= 0))
+        if not len(rows):
             continue
-        n = len(iv)
-        if gt.rule.localization == "one_to_one":
-            n = min(n, len(gt.segments))  # predictions past the ground-truth count are ignored by the rule
-        p = bucket(n)
-        groups.setdefault((gt.rule.localization, p if p > SHARED_MAX_P else 0), []).append(i)
-    for (kind, p_size), rows in groups.items():
-        p_size = p_size or bucket(max(len(intervals[i]) for i in rows))
-        m_size = bucket(max(len(gts[i].segments) for i in rows))
-        if kind == "one_to_one":
-            p_size = min(p_size, m_size)
-        n_rows = bucket(len(rows), MIN_ROWS)
-        pred, pred_mask = pack_intervals([intervals[i] for i in rows], p_size, n_rows)
-        gt, gt_mask = pack_intervals([gts[i].segments for i in rows], m_size, n_rows)
-        args = (pred, pred_mask, gt, gt_mask) + ((np.float32(sigma),) if kind == "many_to_many" else ())
-        loc[rows] = np.asarray(LOCALIZATION_FNS[kind](*args))[: len(rows)]
+        n_pred = pred.counts[rows]
+        if kind == "one_to_one":  # predictions past the ground-truth count are ignored by the rule
+            n_pred = np.minimum(n_pred, gt.counts[rows])
+        sizes = np.array([bucket(int(n)) for n in n_pred])
+        # rows with very many predictions are scored in batches of their own bucket, not everyone's
+        shared = sizes <= SHARED_MAX_P
+        groups = [shared] + [sizes == size for size in np.unique(sizes[~shared])]
+        for select in groups:
+            group = rows[select]
+            if not len(group):
+                continue
+            p_size = bucket(int(n_pred[select].max()))
+            m_size = bucket(int(gt.counts[group].max()))
+            n_rows = bucket_rows(len(group))
+            args = (*pack(pred, group, p_size, n_rows), *pack(gt, group, m_size, n_rows))
+            args += (np.float32(sigma),) if kind == "many_to_many" else ()
+            loc[group] = np.asarray(fn(*args))[: len(group)]
     return loc
 
 
@@ -403,16 +513,17 @@ def compute_rewards(completions: Sequence[str], samples: Sequence[Mapping], *, t
         raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
     if len(completions) != len(samples):
         raise ValueError(f"got {len(completions)} completions but {len(samples)} samples")
-    gts = [check_sample(s, i) for i, s in enumerate(samples)]
-    parsed = []
-    for i, (text, gt) in enumerate(zip(completions, gts, strict=True)):
+    seen: dict[int, GroundTruth] = {}  # the G completions of a prompt usually share one sample object
+    gts = [seen.get(id(s)) or seen.setdefault(id(s), check_sample(s, i)) for i, s in enumerate(samples)]
+    for i, text in enumerate(completions):
         if not isinstance(text, str):
             raise ValueError(f"completion {i} must be a string, got {type(text).__name__}")
-        parsed.append(_parse(text, gt, think))
-    fmt = np.array([p.format for p in parsed], np.float32)
-    answer = np.array([gt.answer is not None and p.letter == gt.answer for p, gt in zip(parsed, gts, strict=True)],
+    fmt, intervals, letters = _parse_batch(completions, gts, think)
+    answer = np.array([gt.answer is not None and letter == gt.answer for letter, gt in zip(letters, gts, strict=True)],
                       np.float32)
-    loc = _localization([p.intervals for p in parsed], gts, float(sigma))
+    loc = _localization(intervals, ragged([g.segments for g in gts]), [g.rule.localization for g in gts],
+                        float(sigma))
+    fmt = fmt.astype(np.float32)
     total = w["format"] * fmt + w["localization"] * loc + w["answer"] * answer
     return {"format": fmt, "localization": loc, "answer": answer, "total": total.astype(np.float32)}
 
