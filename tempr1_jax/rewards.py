@@ -1,0 +1,538 @@
+"""TempR1's rule-based rewards (SPEC sections 1-4): host parsing, jitted and vmapped scoring.
+
+Completions are untrusted text. They are parsed on the host by plain Python that never raises, packed into
+padded float32 arrays with boolean masks at bucketed shapes, and scored by pure, jit-compatible array
+functions batched with ``vmap``:
+
+    one_to_one    tg, dtg    mean index-paired IoU
+    many_to_one   vhd, gvqa  IoU of the unions of both sides
+    many_to_many  tal        count reward + F1 of the order-preserving matching (DP over sorted lists)
+
+``compute_rewards(completions, samples)`` is the whole path (parse + score). Times are seconds. This module
+imports only numpy and jax (no TensorFlow, Flax or transformers), so it can be used on its own:
+
+    python -m tempr1_jax.rewards --completions COMP.jsonl --samples SAMPLES.jsonl [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# --------------------------------------------------------------------------------------------------------
+# The task table: one row per task. Adding a task is adding a row.
+# --------------------------------------------------------------------------------------------------------
+
+TAGS = ("<think>", "</think>", "<answer>", "</answer>", "<evidence>", "</evidence>")
+THINK_MODES = ("optional", "required", "forbidden")
+REWARD_KEYS = ("format", "localization", "answer")
+LETTERS = "ABCDEFGH"
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRule:
+    """How one task's completions are laid out, parsed and scored.
+
+    localization: "one_to_one" | "many_to_one" | "many_to_many" (the correspondence type).
+    intervals_block: the block whose INTERVALS payload is localized: "answer", or "evidence" (then the
+      completion template is ``[think] answer evidence`` and the evidence block is required).
+    answer_rule: None, or "letter": the answer block holds an option letter scored by the answer reward.
+    count_ok: (n_pred, n_gt) -> whether the format reward accepts that many predicted intervals.
+    min_gt, max_gt: how many ground-truth segments a valid sample has (max_gt None: unbounded).
+    """
+
+    localization: str
+    intervals_block: str
+    answer_rule: str | None
+    count_ok: Callable[[int, int], bool]
+    min_gt: int
+    max_gt: int | None
+
+
+TASKS: dict[str, TaskRule] = {
+    "tg": TaskRule("one_to_one", "answer", None, lambda p, g: p == 1, min_gt=1, max_gt=1),
+    "dtg": TaskRule("one_to_one", "answer", None, lambda p, g: p == g, min_gt=1, max_gt=None),
+    "vhd": TaskRule("many_to_one", "answer", None, lambda p, g: p >= 1, min_gt=1, max_gt=None),
+    "gvqa": TaskRule("many_to_one", "evidence", "letter", lambda p, g: p >= 1, min_gt=1, max_gt=None),
+    "tal": TaskRule("many_to_many", "answer", None, lambda p, g: True, min_gt=0, max_gt=None),
+}
+
+# --------------------------------------------------------------------------------------------------------
+# Host side: samples and completions -> numbers. Nothing here touches JAX.
+# --------------------------------------------------------------------------------------------------------
+
+_NUM = r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
+_ITEM = rf"{_NUM}\s*(?:to|-)\s*{_NUM}"
+_INTERVALS_RE = re.compile(rf"{_ITEM}(?:\s*[,;]\s*{_ITEM})*")
+_NUM_RE = re.compile(_NUM)
+_LETTER_RE = re.compile(rf"([{LETTERS}])|\(([{LETTERS}])\)|([{LETTERS}])\.")
+_LAYOUT_RE = re.compile(
+    r"(?:<think>(?P<think>.*?)</think>\s*)?<answer>(?P<answer>.*?)</answer>"
+    r"(?:\s*<evidence>(?P<evidence>.*?)</evidence>)?",
+    re.DOTALL,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundTruth:
+    """A validated sample: its task rule, duration (s), segments float64 [M, 2] clipped to [0, duration]."""
+
+    task: str
+    rule: TaskRule
+    duration: float
+    segments: np.ndarray
+    answer: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedCompletion:
+    """What the rules of SPEC section 2 read from one completion.
+
+    format: the format reward (SPEC section 3) as a bool.
+    intervals: float64 [K, 2] seconds clipped to [0, duration], from the last ``<answer>`` block (gvqa: the
+      last ``<evidence>`` block); None when that block is missing or its payload is unparsable.
+    letter: gvqa only: the option letter of the last answer block, or None when missing or unparsable.
+    """
+
+    format: bool
+    intervals: np.ndarray | None
+    letter: str | None
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def check_sample(sample: Mapping, index: int | None = None) -> GroundTruth:
+    """Validates one sample mapping (SPEC section 4) and returns its ground truth.
+
+    Ground-truth segments are clipped to [0, duration] like predictions, so copying the ground truth back as a
+    completion scores the maximum. Raises ValueError naming the sample, field and value on a malformed sample.
+    """
+    where = "sample" if index is None else f"sample {index}"
+    if isinstance(sample, Mapping) and "id" in sample:
+        where += f" (id {sample['id']!r})"
+    if not isinstance(sample, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(sample).__name__}")
+    task = sample.get("task")
+    if task not in TASKS:
+        raise ValueError(f"{where}: field 'task' is {task!r}; expected one of {sorted(TASKS)}")
+    rule = TASKS[task]
+    duration = sample.get("duration")
+    if not _is_real(duration) or not math.isfinite(duration) or duration <= 0:
+        raise ValueError(f"{where}: field 'duration' must be a finite number of seconds > 0, got {duration!r}")
+    segments = sample.get("segments")
+    if isinstance(segments, (str, bytes)) or not isinstance(segments, (Sequence, np.ndarray)):
+        raise ValueError(f"{where}: field 'segments' must be a list of [start, end] pairs, got {segments!r}")
+    pairs = []
+    for k, seg in enumerate(segments):
+        if (isinstance(seg, (str, bytes)) or not isinstance(seg, (Sequence, np.ndarray)) or len(seg) != 2
+                or not all(_is_real(t) and math.isfinite(t) for t in seg)):
+            raise ValueError(f"{where}: field 'segments' item {k} must be [start, end] seconds, got {seg!r}")
+        start, end = float(seg[0]), float(seg[1])
+        if start < 0 or start > end:
+            raise ValueError(f"{where}: field 'segments' item {k} is [{start}, {end}]; need 0 <= start <= end")
+        pairs.append((start, end))
+    n = len(pairs)
+    if n < rule.min_gt or (rule.max_gt is not None and n > rule.max_gt):
+        want = f"exactly {rule.min_gt}" if rule.min_gt == rule.max_gt else f"at least {rule.min_gt}"
+        raise ValueError(f"{where}: task {task!r} needs {want} segment(s) in field 'segments', got {n}")
+    answer = None
+    if rule.answer_rule == "letter":
+        answer = sample.get("answer")
+        options = sample.get("options")
+        n_opt = len(options) if isinstance(options, Sequence) and not isinstance(options, str) else None
+        if not (isinstance(answer, str) and len(answer) == 1 and answer in LETTERS[: n_opt or len(LETTERS)]):
+            raise ValueError(f"{where}: field 'answer' must be an option letter "
+                             f"{LETTERS[0]}-{LETTERS[(n_opt or len(LETTERS)) - 1]}, got {answer!r}")
+    segs = np.clip(np.asarray(pairs, np.float64).reshape(n, 2), 0.0, float(duration))
+    return GroundTruth(task, rule, float(duration), segs, answer)
+
+
+def _last_block(text: str, tag: str) -> str | None:
+    """Content of the last match of ``<tag>(.*?)</tag>`` (DOTALL) as ``re.findall`` scans it; linear time."""
+    opening, closing = f"<{tag}>", f"</{tag}>"
+    content, pos = None, 0
+    while True:
+        i = text.find(opening, pos)
+        if i < 0:
+            return content
+        j = text.find(closing, i + len(opening))
+        if j < 0:
+            return content
+        content, pos = text[i + len(opening): j], j + len(closing)
+
+
+def parse_intervals(payload: str, duration: float) -> np.ndarray | None:
+    """INTERVALS payload -> float64 [K, 2] seconds clipped to [0, duration], or None when unparsable.
+
+    Grammar (SPEC section 2): zero or more items ``NUMBER to NUMBER`` / ``NUMBER - NUMBER`` separated by ``,``
+    or ``;``, optional whitespace, NUMBER a non-negative decimal. One malformed item or one item with
+    start > end makes the whole payload unparsable.
+    """
+    payload = payload.strip()
+    if not payload:
+        return np.zeros((0, 2), np.float64)
+    if _INTERVALS_RE.fullmatch(payload) is None:
+        return None
+    values = np.array([float(v) for v in _NUM_RE.findall(payload)], np.float64).reshape(-1, 2)
+    if np.any(values[:, 0] > values[:, 1]):
+        return None
+    return np.clip(values, 0.0, duration)
+
+
+def parse_letter(payload: str) -> str | None:
+    """gvqa answer payload -> option letter ``A``-``H`` (also ``(B)`` or ``B.``), or None."""
+    m = _LETTER_RE.fullmatch(payload.strip())
+    return None if m is None else next(g for g in m.groups() if g)
+
+
+def _layout_ok(text: str, rule: TaskRule, think: str) -> bool:
+    """The block-layout half of the format reward: ``[think] answer [evidence]`` with tag-free contents."""
+    stripped = text.strip()
+    # Each tag may appear at most once; this also keeps the layout regex linear on adversarial text.
+    if any(stripped.count(tag) > 1 for tag in TAGS):
+        return False
+    m = _LAYOUT_RE.fullmatch(stripped)
+    if m is None:
+        return False
+    blocks = {name: body for name, body in m.groupdict().items() if body is not None}
+    if any(tag in body for body in blocks.values() for tag in TAGS):
+        return False
+    if (think == "required" and "think" not in blocks) or (think == "forbidden" and "think" in blocks):
+        return False
+    return ("evidence" in blocks) == (rule.intervals_block == "evidence")
+
+
+def _parse(text: str, gt: GroundTruth, think: str) -> ParsedCompletion:
+    rule = gt.rule
+    block = _last_block(text, rule.intervals_block)
+    intervals = None if block is None else parse_intervals(block, gt.duration)
+    letter = None
+    if rule.answer_rule == "letter":
+        answer = _last_block(text, "answer")
+        letter = None if answer is None else parse_letter(answer)
+    # When the layout holds, every block occurs once, so the last blocks parsed above are the blocks.
+    fmt = (intervals is not None and (rule.answer_rule is None or letter is not None)
+           and rule.count_ok(len(intervals), len(gt.segments)) and _layout_ok(text, rule, think))
+    return ParsedCompletion(bool(fmt), intervals, letter)
+
+
+def _check_think(think: str) -> None:
+    if think not in THINK_MODES:
+        raise ValueError(f"think must be one of {THINK_MODES}, got {think!r}")
+
+
+def parse_completion(text: str, sample: Mapping, *, think: str = "optional") -> ParsedCompletion:
+    """Parses one completion against its sample by the rules of SPEC section 2. Never raises on ``text``."""
+    _check_think(think)
+    if not isinstance(text, str):
+        raise ValueError(f"completion must be a string, got {type(text).__name__}")
+    return _parse(text, check_sample(sample), think)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Device side: pure array functions. pred [B, P, 2], gt [B, M, 2] float32 seconds; masks bool [B, P] / [B, M]
+# with the valid entries packed at the front in output order. Inputs are already parsed and clipped.
+# --------------------------------------------------------------------------------------------------------
+
+
+def interval_iou(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Temporal IoU of intervals a [..., 2] and b [..., 2] (broadcasting); 0 where the union length is 0."""
+    inter = jnp.maximum(jnp.minimum(a[..., 1], b[..., 1]) - jnp.maximum(a[..., 0], b[..., 0]), 0.0)
+    union = (a[..., 1] - a[..., 0]) + (b[..., 1] - b[..., 0]) - inter
+    return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
+
+
+def _one_to_one_single(pred, pred_mask, gt, gt_mask):
+    k = min(pred.shape[0], gt.shape[0])
+    paired = interval_iou(pred[:k], gt[:k]) * (pred_mask[:k] & gt_mask[:k])
+    n_gt = gt_mask.sum()
+    return jnp.where(n_gt > 0, paired.sum() / jnp.maximum(n_gt, 1), 0.0)
+
+
+def _disjoint_pieces(iv, mask):
+    """Sorted intervals cut into disjoint pieces with the same union: piece i = [max(s_i, max_{k<i} e_k), e_i]."""
+    iv = jnp.where(mask[:, None], iv, 0.0)  # padding becomes [0, 0], which covers nothing
+    start, end = jax.lax.sort((iv[:, 0], iv[:, 1]), num_keys=1)
+    reach = jnp.concatenate([jnp.full((1,), -jnp.inf, end.dtype), jax.lax.cummax(end)[:-1]])
+    lo = jnp.maximum(start, reach)
+    return lo, jnp.maximum(end, lo)
+
+
+def _many_to_one_single(pred, pred_mask, gt, gt_mask):
+    plo, phi = _disjoint_pieces(pred, pred_mask)
+    glo, ghi = _disjoint_pieces(gt, gt_mask)
+    inter = jnp.maximum(jnp.minimum(phi[:, None], ghi[None, :]) - jnp.maximum(plo[:, None], glo[None, :]), 0.0)
+    inter = inter.sum()
+    union = (phi - plo).sum() + (ghi - glo).sum() - inter
+    return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
+
+
+def _many_to_many_single(pred, pred_mask, gt, gt_mask, sigma):
+    # Sort by (start, end). Padding sorts anywhere: its IoU is masked to 0, and a row or column of zeros
+    # never changes an order-preserving maximum (the matching can always skip it).
+    ps, pe, pm = jax.lax.sort((pred[:, 0], pred[:, 1], pred_mask), num_keys=2)
+    gs, ge, gm = jax.lax.sort((gt[:, 0], gt[:, 1], gt_mask), num_keys=2)
+    iou = interval_iou(jnp.stack([ps, pe], -1)[:, None], jnp.stack([gs, ge], -1)[None, :])
+    iou = iou * (pm[:, None] & gm[None, :])
+
+    def row(prev, iou_i):  # prev = D[i-1][0..M]; D[i][j] = cummax_j(max(D[i-1][j], D[i-1][j-1] + IoU[i][j]))
+        cand = jnp.concatenate([prev[:1], jnp.maximum(prev[1:], prev[:-1] + iou_i)])
+        return jax.lax.cummax(cand), None
+
+    d_last, _ = jax.lax.scan(row, jnp.zeros(gt.shape[0] + 1, jnp.float32), iou)
+    s_iou = d_last[-1]
+    n_pred, n_gt = pred_mask.sum().astype(jnp.float32), gt_mask.sum().astype(jnp.float32)
+    r_num = jnp.exp(-jnp.abs(n_pred - n_gt) / jnp.maximum(jnp.minimum(n_gt, 3.0) * sigma, 1e-12))
+    r_match = jnp.where(n_pred > 0, 2.0 * s_iou / jnp.maximum(n_pred + n_gt, 1.0), 0.0)
+    no_gt = jnp.where(n_pred == 0, 2.0, 0.0)  # N_gt = 0: R_num = R_match = 1 iff N_pred = 0, else both 0
+    return jnp.where(n_gt > 0, r_num + r_match, no_gt)
+
+
+@jax.jit
+def one_to_one(pred: jax.Array, pred_mask: jax.Array, gt: jax.Array, gt_mask: jax.Array) -> jax.Array:
+    """tg / dtg: (1 / N_gt) * sum_{i < min(N_pred, N_gt)} IoU(pred_i, gt_i); 0 when N_gt = 0. Returns [B]."""
+    return jax.vmap(_one_to_one_single)(pred, pred_mask, gt, gt_mask)
+
+
+@jax.jit
+def many_to_one(pred: jax.Array, pred_mask: jax.Array, gt: jax.Array, gt_mask: jax.Array) -> jax.Array:
+    """vhd / gvqa: |U_pred ∩ U_gt| / |U_pred ∪ U_gt| of the unions; 0 when the union length is 0. [B]."""
+    return jax.vmap(_many_to_one_single)(pred, pred_mask, gt, gt_mask)
+
+
+@jax.jit
+def many_to_many(pred: jax.Array, pred_mask: jax.Array, gt: jax.Array, gt_mask: jax.Array,
+                 sigma: float | jax.Array = 1.0) -> jax.Array:
+    """tal: R_num + R_match in [0, 2] (count reward + F1 of the order-preserving max-IoU matching). [B].
+
+    sigma is traced, so changing it does not recompile.
+    """
+    sigma = jnp.asarray(sigma, jnp.float32)
+    return jax.vmap(_many_to_many_single, in_axes=(0, 0, 0, 0, None))(pred, pred_mask, gt, gt_mask, sigma)
+
+
+LOCALIZATION_FNS = {"one_to_one": one_to_one, "many_to_one": many_to_one, "many_to_many": many_to_many}
+
+# --------------------------------------------------------------------------------------------------------
+# Packing: ragged host lists -> padded arrays at a small set of static shapes (powers of two), so jit
+# compiles once per bucket and never per batch.
+# --------------------------------------------------------------------------------------------------------
+
+MIN_BUCKET = 4  # smallest padded size of P and M
+MIN_ROWS = 8  # smallest padded batch
+SHARED_MAX_P = 64  # rows predicting more intervals than this are scored in batches of their own bucket
+
+
+def bucket(n: int, minimum: int = MIN_BUCKET) -> int:
+    """Smallest power of two >= max(n, minimum): the padded size used for n entries."""
+    return max(minimum, 1 << max(n - 1, 0).bit_length())
+
+
+def pack_intervals(lists: Sequence[np.ndarray], size: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged [K_b, 2] arrays -> (float32 [rows, size, 2], bool [rows, size]); entries beyond ``size`` are cut."""
+    out = np.zeros((rows, size, 2), np.float32)
+    mask = np.zeros((rows, size), bool)
+    for b, iv in enumerate(lists):
+        k = min(len(iv), size)
+        out[b, :k] = iv[:k]
+        mask[b, :k] = True
+    return out, mask
+
+
+def _localization(intervals: Sequence[np.ndarray | None], gts: Sequence[GroundTruth], sigma: float) -> np.ndarray:
+    """R_loc per row; rows whose localization block is missing or unparsable score 0."""
+    loc = np.zeros(len(gts), np.float32)
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, (iv, gt) in enumerate(zip(intervals, gts, strict=True)):
+        if iv is None:
+            continue
+        n = len(iv)
+        if gt.rule.localization == "one_to_one":
+            n = min(n, len(gt.segments))  # predictions past the ground-truth count are ignored by the rule
+        p = bucket(n)
+        groups.setdefault((gt.rule.localization, p if p > SHARED_MAX_P else 0), []).append(i)
+    for (kind, p_size), rows in groups.items():
+        p_size = p_size or bucket(max(len(intervals[i]) for i in rows))
+        m_size = bucket(max(len(gts[i].segments) for i in rows))
+        if kind == "one_to_one":
+            p_size = min(p_size, m_size)
+        n_rows = bucket(len(rows), MIN_ROWS)
+        pred, pred_mask = pack_intervals([intervals[i] for i in rows], p_size, n_rows)
+        gt, gt_mask = pack_intervals([gts[i].segments for i in rows], m_size, n_rows)
+        args = (pred, pred_mask, gt, gt_mask) + ((np.float32(sigma),) if kind == "many_to_many" else ())
+        loc[rows] = np.asarray(LOCALIZATION_FNS[kind](*args))[: len(rows)]
+    return loc
+
+
+def _check_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+    out = dict.fromkeys(REWARD_KEYS, 1.0)
+    for key, value in (weights or {}).items():
+        if key not in out:
+            raise ValueError(f"weights: unknown key {key!r}; expected some of {REWARD_KEYS}")
+        if not _is_real(value) or not math.isfinite(value):
+            raise ValueError(f"weights[{key!r}] must be a finite number, got {value!r}")
+        out[key] = float(value)
+    return out
+
+
+def compute_rewards(completions: Sequence[str], samples: Sequence[Mapping], *, think: str = "optional",
+                    weights: Mapping[str, float] | None = None, sigma: float = 1.0) -> dict[str, np.ndarray]:
+    """Scores completions against their samples (SPEC sections 3-4).
+
+    completions: B raw model outputs (untrusted; never raises on their content).
+    samples: B mappings with ``task``, ``duration`` (s), ``segments`` ([[start, end], ...] s) and, for gvqa,
+      ``answer`` (letter). Row b of completions is scored against row b of samples.
+    Returns float32 [B] arrays under "format", "localization", "answer", "total"
+    (total = w_format * format + w_loc * localization + w_answer * answer; weights default to 1).
+    Raises ValueError on malformed samples, a length mismatch, or bad think / weights / sigma.
+    """
+    _check_think(think)
+    w = _check_weights(weights)
+    if not _is_real(sigma) or not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    if len(completions) != len(samples):
+        raise ValueError(f"got {len(completions)} completions but {len(samples)} samples")
+    gts = [check_sample(s, i) for i, s in enumerate(samples)]
+    parsed = []
+    for i, (text, gt) in enumerate(zip(completions, gts, strict=True)):
+        if not isinstance(text, str):
+            raise ValueError(f"completion {i} must be a string, got {type(text).__name__}")
+        parsed.append(_parse(text, gt, think))
+    fmt = np.array([p.format for p in parsed], np.float32)
+    answer = np.array([gt.answer is not None and p.letter == gt.answer for p, gt in zip(parsed, gts, strict=True)],
+                      np.float32)
+    loc = _localization([p.intervals for p in parsed], gts, float(sigma))
+    total = w["format"] * fmt + w["localization"] * loc + w["answer"] * answer
+    return {"format": fmt, "localization": loc, "answer": answer, "total": total.astype(np.float32)}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Command line: score a file of completions from any model with these rules.
+# --------------------------------------------------------------------------------------------------------
+
+
+class InputError(ValueError):
+    """Bad input file content; the message names the file and line."""
+
+
+def read_jsonl(path: str) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; InputError names file and line."""
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(obj, dict):
+                    raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                rows.append((lineno, obj))
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return rows
+
+
+def _parse_weights(text: str) -> dict[str, float]:
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"--weights: {item!r} is not KEY=NUMBER") from None
+    return out
+
+
+def score_files(completions_path: str, samples_path: str, *, think: str = "optional",
+                weights: Mapping[str, float] | None = None, sigma: float = 1.0,
+                chunk: int = 8192) -> list[dict]:
+    """Scores a completions JSONL (``id``, ``completion``) against a samples JSONL; one result row per line."""
+    samples: dict[str, tuple[int, dict]] = {}
+    for lineno, obj in read_jsonl(samples_path):
+        sid = obj.get("id")
+        if not isinstance(sid, str):
+            raise InputError(f"{samples_path}:{lineno}: field 'id' must be a string, got {sid!r}")
+        if sid in samples:
+            raise InputError(f"{samples_path}:{lineno}: duplicate id {sid!r} (first on line {samples[sid][0]})")
+        try:
+            check_sample(obj)
+        except ValueError as e:
+            raise InputError(f"{samples_path}:{lineno}: {e}") from None
+        samples[sid] = (lineno, obj)
+    rows = []
+    for lineno, obj in read_jsonl(completions_path):
+        cid, text = obj.get("id"), obj.get("completion")
+        if not isinstance(cid, str):
+            raise InputError(f"{completions_path}:{lineno}: field 'id' must be a string, got {cid!r}")
+        if cid not in samples:
+            raise InputError(f"{completions_path}:{lineno}: id {cid!r} is not in {samples_path}")
+        if not isinstance(text, str):
+            raise InputError(f"{completions_path}:{lineno}: field 'completion' must be a string, got {text!r}")
+        rows.append((cid, text))
+    results = []
+    for lo in range(0, len(rows), chunk):
+        part = rows[lo: lo + chunk]
+        r = compute_rewards([t for _, t in part], [samples[c][1] for c, _ in part], think=think,
+                            weights=weights, sigma=sigma)
+        for k, (cid, _) in enumerate(part):
+            results.append({"id": cid, "task": samples[cid][1]["task"],
+                            **{key: round(float(r[key][k]), 6) for key in (*REWARD_KEYS, "total")}})
+    return results
+
+
+def summary_table(results: Sequence[Mapping]) -> str:
+    """Per-task mean rewards as a fixed-width text table (plus an ``all`` row)."""
+    keys = (*REWARD_KEYS, "total")
+    lines = [f"{'task':<6}{'n':>8}" + "".join(f"{k:>14}" for k in keys)]
+    for task in [t for t in TASKS if any(r["task"] == t for r in results)] + ["all"]:
+        rs = [r for r in results if task in ("all", r["task"])]
+        means = [sum(r[k] for r in rs) / max(len(rs), 1) for k in keys]
+        lines.append(f"{task:<6}{len(rs):>8}" + "".join(f"{m:>14.4f}" for m in means))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tempr1_jax.rewards",
+        description="Score model completions with TempR1's rule-based rewards (format, localization, answer).")
+    parser.add_argument("--completions", required=True, help="JSONL with 'id' and 'completion' per line")
+    parser.add_argument("--samples", required=True, help="samples JSONL (id, task, duration, segments, answer)")
+    parser.add_argument("--output", help="per-row rewards JSONL (default: COMPLETIONS with .rewards.jsonl)")
+    parser.add_argument("--think", default="optional", choices=THINK_MODES)
+    parser.add_argument("--sigma", type=float, default=1.0, help="count-reward width for tal (default 1.0)")
+    parser.add_argument("--weights", default="", help="e.g. format=1,localization=1,answer=1")
+    args = parser.parse_args(argv)
+    output = args.output or re.sub(r"(\.jsonl)?$", ".rewards.jsonl", args.completions, count=1)
+    try:
+        results = score_files(args.completions, args.samples, think=args.think,
+                              weights=_parse_weights(args.weights), sigma=args.sigma)
+        with open(output, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in results)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary_table(results))
+    print(f"wrote {len(results)} rows to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
