@@ -20,9 +20,8 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,6 @@ from tempr1_jax import metrics
 from tempr1_jax.metrics import RULE_CHOICES, RULE_HELP, TASKS, Prediction, Rules
 
 LETTERS = "ABCDEFGH"
-_LETTER_RE = re.compile(r"\s*(?:\(([A-H])\)|([A-H])\.?)\s*")
 PREDICTION_FIELDS = (
     "completion",
     "segments",
@@ -164,23 +162,25 @@ def validate_sample(obj: Any, where: str) -> dict:
 
 
 def _letter(value: Any, where: str) -> str | None:
-    """A parsed ``answer`` field: 'B', '(B)' or 'B.' -> 'B'; other text is an unparsable answer (None)."""
+    """A parsed ``answer`` field by the reward library's letter rule: 'B', '(B)' or 'B.' -> 'B'; any other text
+    is an unparsable answer (None)."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise _fail(where, "answer", f"expected an option letter or null, got {_short(value)}")
-    m = _LETTER_RE.fullmatch(value)
-    return (m.group(1) or m.group(2)) if m else None
+    from tempr1_jax.rewards import parse_letter  # imported on use: it brings in JAX
+
+    return parse_letter(value)
 
 
-def _parse_completion() -> Callable[..., Any]:
+def _parse_completion(text: str, sample: Mapping, where: str, think: str) -> Any:
+    """``rewards.parse_completion`` (SPEC section 2), with a sample it rejects reported at this line."""
+    from tempr1_jax.rewards import parse_completion  # imported on use: it brings in JAX
+
     try:
-        from tempr1_jax.rewards import parse_completion
-    except ImportError as e:  # pragma: no cover - only before the reward library exists
-        raise EvalInputError(
-            f"'completion' predictions need tempr1_jax.rewards.parse_completion ({e})"
-        ) from e
-    return parse_completion
+        return parse_completion(text, sample, think=think)
+    except ValueError as e:
+        raise _fail(where, "completion", f"cannot be parsed against sample {sample['id']!r}: {e}") from e
 
 
 def normalize_prediction(
@@ -198,7 +198,7 @@ def normalize_prediction(
         if not isinstance(text, str):
             raise _fail(where, "completion", f"expected the raw model text, got {_short(text)}")
         if "segments" not in obj or (task == "gvqa" and "answer" not in obj):
-            parsed = _parse_completion()(text, sample, think=think)
+            parsed = _parse_completion(text, sample, where, think)
 
     scores = None
     if "segments" in obj:

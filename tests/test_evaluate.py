@@ -130,9 +130,7 @@ def test_table_reports_missing_and_unparsable(tmp_path, capsys):
 )  # fmt: skip
 def test_bad_predictions_name_file_line_field(tmp_path, capsys, rows, message):
     pred = write(tmp_path / "p.jsonl", rows)
-    rc, out, err = run_main(
-        ["--predictions", pred, "--annotations", write(tmp_path / "s.jsonl", SAMPLES)], capsys
-    )
+    rc, out, err = run_main(["--predictions", pred, "--annotations", write(tmp_path / "s.jsonl", SAMPLES)], capsys)
     assert rc == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1
     assert __import__("re").search(message, err), err
@@ -263,15 +261,11 @@ def test_moment_detr_submission_lines_are_read_as_they_are():
 
 
 def test_api_errors_name_list_positions():
-    with pytest.raises(
-        EvalInputError, match=r"predictions\[1\]: field 'id': duplicate prediction for id 'c#0'"
-    ):
+    with pytest.raises(EvalInputError, match=r"predictions\[1\]: field 'id': duplicate prediction for id 'c#0'"):
         evaluate_predictions([PREDS[0], PREDS[0]], SAMPLES)
     with pytest.raises(EvalInputError, match=r"samples\[0\]: field 'task'"):
         evaluate_predictions(PREDS, [dict(SAMPLES[0], task="x")])
-    with pytest.raises(
-        EvalInputError, match=r"predictions\[0\]: field 'id': unknown id 'c#0': not in the samples"
-    ):
+    with pytest.raises(EvalInputError, match=r"predictions\[0\]: field 'id': unknown id 'c#0': not in the samples"):
         evaluate_predictions(PREDS[:1], SAMPLES[1:])
     assert evaluate_predictions(PREDS[:1], SAMPLES[1:2], unknown_ids="ignore")["counts"]["tg"]["missing"] == 1
 
@@ -281,3 +275,68 @@ def test_api_result_is_the_metrics_json_structure():
     assert json.loads(json.dumps(res)) == res
     assert set(res["counts"]) == {"tg", "dtg", "vhd", "gvqa", "tal"}
     assert evaluate_predictions([], []) == {"counts": {}}
+
+
+# --- raw completions, parsed by tempr1_jax.rewards.parse_completion --------------------------------------------
+
+
+def test_completions_are_parsed_by_the_reward_library():
+    preds = [
+        {"id": "c#0", "completion": "<think>the light</think> <answer>10 to 20</answer>"},
+        {"id": "c#1", "completion": "<answer>8 - 2</answer>"},  # start > end: unparsable (SPEC section 2)
+        {"id": "v", "completion": "<answer>0 - 10; 20 - 50</answer>"},  # [20, 50] vs [20, 40]: IoU 2/3
+        {"id": "7", "completion": "<answer>2 to 4, 4 to 6</answer>"},
+        {"id": "g_1", "completion": "<answer>(B)</answer>\n<evidence>5 to 10</evidence>"},
+        {"id": "t#jump", "completion": "I think 0 to 10 <answer>0 to 10, 50 to 60, 85 to 99</answer>"},
+    ]
+    res = evaluate_predictions(preds, SAMPLES)
+    assert res["tg"]["mIoU"] == 50.0 and res["counts"]["tg"]["unparsable"] == 1
+    assert res["dtg"]["mIoU"] == pytest.approx(100 * (1 + 20 / 30) / 2)
+    # Union [2, 6] equals the ground truth; the first window [2, 4] alone has IoU exactly 0.5.
+    assert res["vhd"]["mIoU"] == 100.0 and res["vhd"]["MR-R1@0.5"] == 100.0 and res["vhd"]["MR-R1@0.7"] == 0.0
+    assert res["gvqa"]["Acc"] == 100.0 and res["gvqa"]["Acc@GQA"] == 100.0
+    assert res["tal"]["F1@0.5"] == pytest.approx(100 * 2 * (2 / 3) / (2 / 3 + 1))  # [85, 90] clipped, a FP
+    assert all(c["missing"] == 0 for c in res["counts"].values())
+
+
+def test_completion_edge_cases():
+    samples = [SAMPLES[0], SAMPLES[4]]
+    preds = [
+        {"id": "c#0", "completion": "<answer>25 to 35</answer>"},  # clipped to the 30 s video: [25, 30]
+        {"id": "g_1", "completion": "<answer>B</answer>"},  # no evidence block: grounding unparsable
+    ]
+    res = evaluate_predictions(preds, samples)
+    assert res["tg"]["mIoU"] == 0.0 and res["counts"]["tg"]["unparsable"] == 0
+    assert res["gvqa"]["Acc"] == 100.0 and res["gvqa"]["mIoP"] == 0.0 and res["counts"]["gvqa"]["unparsable"] == 1
+    for junk in ("", "<answer>", "<answer>ten to twenty</answer>", "<answer>1 to 2 s</answer>", "\x00" * 50):
+        res = evaluate_predictions([{"id": "c#0", "completion": junk}], samples[:1])
+        assert res["counts"]["tg"]["unparsable"] == 1, junk
+    # Parsed fields win; a gvqa line without an answer field takes the letter from its completion.
+    both = [{"id": "g_1", "segments": [[5, 15]], "completion": "<answer>B</answer><evidence>0 to 1</evidence>"}]
+    res = evaluate_predictions(both, samples[1:])["gvqa"]
+    assert res["mIoU"] == 100.0 and res["Acc"] == 100.0
+
+
+def test_completion_against_a_sample_the_parser_rejects(tmp_path, capsys):
+    ann = write(tmp_path / "s.jsonl", [dict(SAMPLES[0], segments=[[0, 5], [10, 20]])])  # tg with 2 windows
+    pred = write(tmp_path / "p.jsonl", [{"id": "c#0", "completion": "<answer>0 to 5</answer>"}])
+    rc, _, err = run_main(["--predictions", pred, "--annotations", ann], capsys)
+    assert rc == 2 and "p.jsonl:1: field 'completion': cannot be parsed against sample 'c#0'" in err
+
+
+def test_vhd_miou_is_the_many_to_one_reward():
+    """vhd mIoU is TempR1's number: the mean of the SPEC many-to-one localization reward."""
+    from tempr1_jax.rewards import compute_rewards
+
+    rng = __import__("random").Random(0)
+    samples, preds = [], []
+    for k in range(40):
+        gts = sorted([round(rng.uniform(0, 50), 1), round(rng.uniform(50, 100), 1)] for _ in range(rng.randint(1, 3)))
+        samples.append({"id": str(k), "task": "vhd", "duration": 120.0, "segments": gts})
+        items = [
+            sorted([round(rng.uniform(0, 120), 1), round(rng.uniform(0, 120), 1)]) for _ in range(rng.randint(0, 4))
+        ]
+        preds.append({"id": str(k), "completion": f"<answer>{', '.join(f'{a} to {b}' for a, b in items)}</answer>"})
+    rewards = compute_rewards([p["completion"] for p in preds], samples)["localization"]
+    ours = evaluate_predictions(preds, samples)["vhd"]["mIoU"]
+    assert ours == pytest.approx(100 * float(rewards.mean()), abs=1e-4)
