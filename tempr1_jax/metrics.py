@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -119,11 +120,7 @@ class Rules:
                 raise ValueError(f"rule {name!r}: {value!r} is not one of {', '.join(map(repr, choices))}")
         if not isinstance(self.clip, bool):
             raise ValueError(f"rule 'clip': expected true or false, got {self.clip!r}")
-        if (
-            isinstance(self.max_windows, bool)
-            or not isinstance(self.max_windows, int)
-            or self.max_windows < 0
-        ):
+        if isinstance(self.max_windows, bool) or not isinstance(self.max_windows, int) or self.max_windows < 0:
             raise ValueError(f"rule 'max_windows': expected an integer >= 0, got {self.max_windows!r}")
 
     @classmethod
@@ -132,9 +129,7 @@ class Rules:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(rules) - names)
         if unknown:
-            raise ValueError(
-                f"unknown rule(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(names))}"
-            )
+            raise ValueError(f"unknown rule(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(names))}")
         return cls(**rules)
 
 
@@ -174,9 +169,7 @@ def iou_hull(ps: np.ndarray, pe: np.ndarray, gs: np.ndarray, ge: np.ndarray) -> 
     return np.where(ok, inter / np.where(ok, hull, 1.0), 0.0)
 
 
-def iou_sum(
-    ps: np.ndarray, pe: np.ndarray, gs: np.ndarray, ge: np.ndarray, zero_length: str = "miss"
-) -> np.ndarray:
+def iou_sum(ps: np.ndarray, pe: np.ndarray, gs: np.ndarray, ge: np.ndarray, zero_length: str = "miss") -> np.ndarray:
     """IoU = inter / (len_p + len_g - inter) (ActivityNet segment_iou, moment_detr cross IoU); broadcasting.
 
     ``zero_length="match"`` returns +inf where both spans have zero length (the official code's 0/0 = NaN,
@@ -214,14 +207,32 @@ def _group_starts(group: np.ndarray, n_groups: int) -> np.ndarray:
     return np.searchsorted(group, np.arange(n_groups), side="left")
 
 
-def _segmented_reverse_cummax(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
-    """out[..., i] = max(values[..., j] for j >= i in i's group); exact (uses value ranks)."""
-    uniq, inv = np.unique(values, return_inverse=True)
-    inv = inv.reshape(values.shape).astype(np.int64)
-    offset = (n_groups - 1 - group).astype(np.int64) * len(uniq)
-    key = inv + offset
-    cm = np.maximum.accumulate(key[..., ::-1], axis=-1)[..., ::-1]
-    return uniq[cm - offset]
+def _segmented_reverse_cummax(values: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """out[..., i] = max(values[..., j] for j >= i in i's group); exact (log-step suffix max, no sorting)."""
+    out = np.array(values, dtype=np.float64, copy=True)
+    n = group.shape[0]
+    longest = int(np.bincount(group).max()) if n else 0
+    shift = 1
+    while shift < longest:
+        same = group[:-shift] == group[shift:]
+        np.maximum(out[..., :-shift], np.where(same, out[..., shift:], -np.inf), out=out[..., :-shift])
+        shift *= 2
+    return out
+
+
+def _ranks(group: np.ndarray, n_groups: int) -> np.ndarray:
+    """0-based position of each element within its group (group ids non-decreasing)."""
+    return np.arange(len(group)) - _group_starts(group, n_groups)[group]
+
+
+def _pad_flat(group: np.ndarray, rows: np.ndarray, n_groups: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened [M, 2] rows of sorted groups -> padded [n_groups, width, 2] (zeros) and mask [n_groups, width]."""
+    out = np.zeros((n_groups, width, 2))
+    mask = np.zeros((n_groups, width), bool)
+    r = _ranks(group, n_groups)
+    out[group, r] = rows
+    mask[group, r] = True
+    return out, mask
 
 
 def union_lengths(group: np.ndarray, starts: np.ndarray, ends: np.ndarray, n_groups: int) -> np.ndarray:
@@ -248,9 +259,7 @@ def _flatten(segs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nda
     """List of [K_i, 2] arrays -> (group id [M], starts [M], ends [M])."""
     sizes = np.fromiter((len(s) for s in segs), dtype=np.int64, count=len(segs))
     group = np.repeat(np.arange(len(segs)), sizes)
-    cat = (
-        np.concatenate([np.asarray(s, np.float64).reshape(-1, 2) for s in segs]) if segs else np.zeros((0, 2))
-    )
+    cat = np.concatenate([np.asarray(s, np.float64).reshape(-1, 2) for s in segs]) if segs else np.zeros((0, 2))
     return group, cat[:, 0], cat[:, 1]
 
 
@@ -286,7 +295,9 @@ def _pad(segs: Sequence[np.ndarray], width: int | None = None) -> tuple[np.ndarr
 def greedy_match(
     group: np.ndarray,
     pred: np.ndarray,
-    gts: Sequence[np.ndarray],
+    gt_group: np.ndarray,
+    gt: np.ndarray,
+    n_groups: int,
     thresholds: Sequence[float],
     op: str = "ge",
     zero_length: str = "match",
@@ -294,7 +305,7 @@ def greedy_match(
     """True positives of the official greedy matching, vectorised over groups and thresholds.
 
     group: int [N] non-decreasing; within a group, predictions are in processing order (highest score first).
-    pred: float [N, 2] seconds. gts: per group a [G_g, 2] array of ground-truth windows.
+    pred: float [N, 2] seconds. gt_group: int [M] non-decreasing, gt: float [M, 2]: each group's ground truth.
     Each prediction takes the unmatched ground truth of its group with the highest IoU (``iou_sum``; among
     equal IoUs the last one, as ``argsort()[::-1]`` visits them) if that IoU passes the threshold; that ground
     truth is then locked. Returns bool [T, N].
@@ -304,17 +315,22 @@ def greedy_match(
     tp = np.zeros((n_t, n), bool)
     if n == 0:
         return tp
-    n_groups = len(gts)
     starts = _group_starts(group, n_groups)
-    n_pred = np.diff(np.append(starts, n))
-    n_gt = np.array([len(g) for g in gts], dtype=np.int64)
+    n_pred = np.bincount(group, minlength=n_groups)
+    n_gt = np.bincount(gt_group, minlength=n_groups)
     cap = np.where(n_gt <= 1, 1, 2 ** np.ceil(np.log2(np.maximum(n_gt, 1))).astype(np.int64))
     active = n_pred > 0
     for c in np.unique(cap[active]):
+        c = int(c)
         idx = np.flatnonzero(active & (cap == c))
         idx = idx[np.argsort(-n_pred[idx], kind="stable")]  # most predictions first: active set is a prefix
-        gt_pad, gt_mask = _pad([gts[i] for i in idx], int(c))
-        locked = np.zeros((n_t, len(idx), int(c)), bool)
+        local = np.full(n_groups, -1)
+        local[idx] = np.arange(len(idx))
+        sel = local[gt_group] >= 0
+        sub_group = local[gt_group[sel]]
+        order = np.argsort(sub_group, kind="stable")
+        gt_pad, gt_mask = _pad_flat(sub_group[order], gt[sel][order], len(idx), c)
+        locked = np.zeros((n_t, len(idx), c), bool)
         counts = n_pred[idx]
         for p in range(int(counts[0])):
             n_act = int(np.searchsorted(-counts, -p, side="left"))  # groups with more than p predictions
@@ -327,12 +343,9 @@ def greedy_match(
                 zero_length,
             )  # [A, C]
             ok = gt_mask[:n_act][None] & ~locked[:, :n_act]
-            if op == "gt":
-                ok &= iou[None] > thr[:, None, None]
-            else:
-                ok &= iou[None] >= thr[:, None, None]
+            ok &= (iou[None] > thr[:, None, None]) if op == "gt" else (iou[None] >= thr[:, None, None])
             score = np.where(ok, iou[None], -np.inf)
-            j = int(c) - 1 - np.argmax(score[..., ::-1], axis=-1)  # [T, A], last index among equal IoUs
+            j = c - 1 - np.argmax(score[..., ::-1], axis=-1)  # [T, A], last index among equal IoUs
             hit = ok.any(-1)
             tp[:, rows] = hit
             t_i, a_i = np.nonzero(hit)
@@ -358,7 +371,7 @@ def interpolated_ap(group: np.ndarray, tp: np.ndarray, npos: np.ndarray) -> np.n
     ctp = cs - base[:, group]
     rank = np.arange(n) - starts[group] + 1
     prec = ctp / rank
-    mprec = _segmented_reverse_cummax(prec, group, n_groups)
+    mprec = _segmented_reverse_cummax(prec, group)
     contrib = np.where(tp, mprec, 0.0)
     for t in range(n_t):
         ap[t] = np.bincount(group, weights=contrib[t], minlength=n_groups)
@@ -380,36 +393,38 @@ def _rank_order(group: np.ndarray, scores: np.ndarray, ties: str) -> np.ndarray:
 
 
 def highlight_ap(labels: np.ndarray, scores: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """QVHighlights highlight AP per row: mean over recall steps of interpolated precision.
+    """QVHighlights highlight AP: mean over recall steps of interpolated precision (moment_detr ``get_ap``).
 
-    labels: {0,1} [R, C]; scores: [R, C]; lengths: [R] valid clips per row (the rest is padding).
-    All-negative rows score 0 and all-positive rows 1, as ``get_ap`` does. Ties in scores form one
-    threshold (several positives may arrive in one recall step, which is then counted once). Returns [R].
+    labels: {0,1} [R, C], or [R, K, C] for K label rows sharing each row's scores; scores: [R, C];
+    lengths: [R] valid clips per row (the rest is padding). All-negative label rows score 0 and all-positive
+    ones 1, as ``get_ap`` does. Equal scores form one threshold (several positives may arrive in one recall
+    step, which then counts once). Returns [R] or [R, K].
     """
-    r, c = labels.shape
-    if r == 0:
-        return np.zeros(0)
-    col = np.arange(c)[None, :]
-    valid = col < lengths[:, None]
+    squeeze = labels.ndim == 2
+    lab = (labels[:, None, :] if squeeze else labels).astype(np.int8)
+    r, _, c = lab.shape
+    col = np.arange(c)
+    valid = col[None, :] < lengths[:, None]
     s = np.where(valid, scores, -np.inf)
-    order = np.argsort(-s, axis=1, kind="stable")
-    s_sorted = np.take_along_axis(s, order, 1)
-    y_sorted = np.take_along_axis(np.where(valid, labels, 0), order, 1)
-    tp = np.cumsum(y_sorted, axis=1)
-    prec = tp / (col + 1)
-    last = col == (lengths[:, None] - 1)
-    nxt_differs = np.concatenate([s_sorted[:, 1:] != s_sorted[:, :-1], np.ones((r, 1), bool)], axis=1)
-    is_end = valid & (last | nxt_differs)
-    is_start = valid & np.concatenate([np.ones((r, 1), bool), s_sorted[:, 1:] != s_sorted[:, :-1]], axis=1)
-    start_idx = np.maximum.accumulate(np.where(is_start, col, 0), axis=1)
-    tp_before = np.where(start_idx > 0, np.take_along_axis(tp, np.maximum(start_idx - 1, 0), 1), 0)
-    step = is_end & (tp > tp_before)
-    interp = np.maximum.accumulate(np.where(is_end, prec, -np.inf)[:, ::-1], axis=1)[:, ::-1]
-    n_steps = step.sum(1)
-    ap = np.where(step, interp, 0.0).sum(1) / np.maximum(n_steps, 1)
-    npos = np.where(valid, labels, 0).sum(1)
+    order = np.argsort(-s, axis=1, kind="stable")  # one sort per row, shared by its K label rows
+    s_sorted = np.take_along_axis(s, order, 1)  # padding (-inf) sorts last: valid clips stay a prefix
+    differs = s_sorted[:, 1:] != s_sorted[:, :-1]
+    edge = np.ones((r, 1), bool)
+    is_end = valid & np.concatenate([differs, edge], 1)  # last clip of a group of equal scores
+    is_start = valid & np.concatenate([edge, differs], 1)
+    before = np.maximum.accumulate(np.where(is_start, col, 0), axis=1) - 1  # clip before the group, or -1
+    y = np.take_along_axis(lab, order[:, None, :], 2) * valid[:, None, :]
+    tp = np.cumsum(y, axis=2, dtype=np.int32)
+    # A group adds recall iff it holds a positive: the last positive so far lies after the clip before it.
+    last_pos = np.maximum.accumulate(np.where(y > 0, col, -1), axis=2)
+    step = is_end[:, None, :] & (last_pos > before[:, None, :])
+    prec = np.where(is_end[:, None, :], tp / (col + 1), -np.inf)
+    interp = np.maximum.accumulate(prec[..., ::-1], axis=2)[..., ::-1]
+    ap = np.where(step, interp, 0.0).sum(2) / np.maximum(step.sum(2), 1)
+    npos = tp[..., -1]
     ap = np.where(npos == 0, 0.0, ap)
-    return np.where((npos == lengths) & (lengths > 0), 1.0, ap)
+    ap = np.where((npos == lengths[:, None]) & (lengths[:, None] > 0), 1.0, ap)
+    return ap[:, 0] if squeeze else ap
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -452,18 +467,14 @@ def _r1_block(ious: np.ndarray, op: str, prefix: str = "R1") -> dict[str, float]
     return out
 
 
-def score_tg(
-    samples: Sequence[Mapping], preds: Sequence[Prediction | None], rules: Rules
-) -> dict[str, float]:
+def score_tg(samples: Sequence[Mapping], preds: Sequence[Prediction | None], rules: Rules) -> dict[str, float]:
     """Temporal grounding: R1@{0.3,0.5,0.7} and mIoU of the top-1 window vs the best ground-truth window."""
     top1 = np.array([_top1(p, rules.r1_window) for p in preds]).reshape(-1, 2)
     ious = _best_iou(top1, [_segments_of(s) for s in samples])
     return _r1_block(ious, rules.threshold)
 
 
-def score_dtg(
-    samples: Sequence[Mapping], preds: Sequence[Prediction | None], rules: Rules
-) -> dict[str, float]:
+def score_dtg(samples: Sequence[Mapping], preds: Sequence[Prediction | None], rules: Rules) -> dict[str, float]:
     """Dense grounding: i-th predicted window vs i-th query's window, R1 and mIoU over all queries."""
     gts = [_segments_of(s) for s in samples]
     ps = []
@@ -479,27 +490,6 @@ def score_dtg(
     return _r1_block(ious, rules.threshold)
 
 
-def _mr_ap(
-    preds: Sequence[Prediction | None], gts: Sequence[np.ndarray], rules: Rules, thresholds: Sequence[float]
-) -> np.ndarray:
-    """Per-query MR AP [T, Q] (moment_detr compute_mr_ap): first ``max_windows`` windows, sorted by score."""
-    segs, scores = [], []
-    for p in preds:
-        s = _pred_segments(p)
-        sc = p.scores if (p is not None and p.scores is not None) else np.zeros(len(s))
-        if rules.max_windows:
-            s, sc = s[: rules.max_windows], sc[: rules.max_windows]
-        segs.append(s)
-        scores.append(sc)
-    group, st, en = _flatten(segs)
-    sc = np.concatenate(scores) if scores else np.zeros(0)
-    order = _rank_order(group, sc, "reverse" if rules.ties == "reverse" else "stable")
-    group, pw = group[order], np.stack([st, en], 1)[order]
-    tp = greedy_match(group, pw, gts, thresholds, rules.threshold, rules.map_zero_length)
-    npos = np.array([len(g) for g in gts], np.float64)
-    return interpolated_ap(group, tp, npos)
-
-
 def moment_retrieval(
     preds: Sequence[Prediction | None], gts: Sequence[np.ndarray], rules: Rules
 ) -> dict[str, dict[str, float]]:
@@ -511,38 +501,54 @@ def moment_retrieval(
     its best ground truth; mAP the first ``Rules.max_windows`` windows, greedy matching and interpolated AP
     per query, averaged over queries (empty predictions left out under ``mr_empty="skip"``), then over t.
     """
+    n = len(preds)
     top1 = np.array([_top1(p, rules.r1_window) for p in preds]).reshape(-1, 2)
     nonempty = np.array([p is None or p.segments is None or len(p.segments) > 0 for p in preds], bool)
-    keep = nonempty if rules.mr_empty == "skip" else np.ones(len(preds), bool)
+    keep = nonempty if rules.mr_empty == "skip" else np.ones(n, bool)
+    # Predicted windows, flattened and ranked within each query (moment_detr: stable sort by score).
+    segs, scores = [], []
+    for p in preds:
+        w = _pred_segments(p)
+        sc = p.scores if (p is not None and p.scores is not None) else np.zeros(len(w))
+        if rules.max_windows:
+            w, sc = w[: rules.max_windows], sc[: rules.max_windows]
+        segs.append(w)
+        scores.append(sc)
+    pg, ps, pe = _flatten(segs)
+    order = _rank_order(
+        pg, np.concatenate(scores) if scores else np.zeros(0), "reverse" if rules.ties == "reverse" else "stable"
+    )
+    pg, pw = pg[order], np.stack([ps, pe], 1)[order]
+    gg, gs, ge = _flatten(gts)
+    gw = np.stack([gs, ge], 1)
     out: dict[str, dict[str, float]] = {}
     for name, lo, hi in (("full", None, None),) + MR_LENGTH_RANGES:
-        if lo is None:
-            idx, sub = list(range(len(gts))), list(gts)
-        else:
-            idx, sub = [], []
-            for i, g in enumerate(gts):
-                length = g[:, 1] - g[:, 0]
-                g_in = g[(length > lo) & (length <= hi)]
-                if len(g_in):
-                    idx.append(i)
-                    sub.append(g_in)
-        if not idx:
+        m = np.ones(len(gg), bool) if lo is None else ((ge - gs) > lo) & ((ge - gs) <= hi)
+        in_range = np.zeros(n, bool)
+        in_range[gg[m]] = True
+        idx = np.flatnonzero(in_range)
+        if not len(idx):
             continue
-        ap = _mr_ap([preds[i] for i in idx], sub, rules, MR_THRESHOLDS)
-        r1_iou = _best_iou(top1[idx], sub)
+        remap = np.full(n, -1)
+        remap[idx] = np.arange(len(idx))
+        sub_gg = remap[gg[m]]
+        pm = in_range[pg]
+        sub_pg = remap[pg[pm]]
+        tp = greedy_match(
+            sub_pg, pw[pm], sub_gg, gw[m], len(idx), MR_THRESHOLDS, rules.threshold, rules.map_zero_length
+        )
+        ap = interpolated_ap(sub_pg, tp, np.bincount(sub_gg, minlength=len(idx)).astype(np.float64))
+        iou = iou_hull(top1[gg[m], 0], top1[gg[m], 1], gs[m], ge[m])
+        r1_iou = np.maximum.reduceat(iou, _group_starts(sub_gg, len(idx)))
         k = keep[idx]
         block = {f"MR-mAP@{threshold_name(t)}": _pct(ap[j, k]) for j, t in enumerate(MR_THRESHOLDS)}
         block["MR-mAP"] = float(np.mean(list(block.values())))
-        block.update(
-            {f"MR-R1@{threshold_name(t)}": _pct(_passes(r1_iou, t, rules.threshold)) for t in MR_THRESHOLDS}
-        )
+        block.update({f"MR-R1@{threshold_name(t)}": _pct(_passes(r1_iou, t, rules.threshold)) for t in MR_THRESHOLDS})
         out[name] = block
     return out
 
 
-def score_vhd(
-    samples: Sequence[Mapping], preds: Sequence[Prediction | None], rules: Rules
-) -> dict[str, float]:
+def score_vhd(samples: Sequence[Mapping], preds: Sequence[Prediction | None], rules: Rules) -> dict[str, float]:
     """QVHighlights: mIoU of unions, MR R1/mAP (full and by GT length), HL mAP/HIT@1 given saliency."""
     out: dict[str, float] = {}
     if any(p is not None and p.windows_given for p in preds) or all(p is None for p in preds):
@@ -576,63 +582,72 @@ def _saliency_from_segments(segs: np.ndarray, n_clips: int) -> np.ndarray:
     return cover.sum(1) / CLIP_SECONDS
 
 
-def highlight(
-    samples: Sequence[Mapping], preds: Sequence[Prediction | None], rules: Rules
-) -> dict[str, float]:
-    """HL-mAP / HL-HIT@1 per level (moment_detr eval_highlight) over samples with saliency annotations."""
+def highlight(samples: Sequence[Mapping], preds: Sequence[Prediction | None], rules: Rules) -> dict[str, float]:
+    """HL-mAP / HL-HIT@1 per level (moment_detr eval_highlight) over samples with saliency annotations.
+
+    Ground truth: ``int(duration / 2)`` clips, annotator scores on ``relevant_clip_ids``, 0 elsewhere, a clip
+    positive at a level when its score >= 2 (Fair), 3 (Good), 4 (VeryGood). mAP averages the AP of every
+    (query, annotator) pair with the prediction truncated or zero-padded to the clip count; HIT@1 checks the
+    first maximum of the untruncated prediction against any annotator. A query without saliency prediction
+    scores 0 (or is left out under ``missing="skip"``).
+    """
     from_segments = rules.hl_saliency == "from_segments"
     if not from_segments and not any(p is not None and p.saliency is not None for p in preds):
         return {}
-    rows_gt, rows_pred = [], []
+    sel, prs = [], []
     for s, p in zip(samples, preds, strict=True):
         if "saliency_scores" not in s or "relevant_clip_ids" not in s:
             continue
-        n_clips = int(float(s["duration"]) / CLIP_SECONDS)
-        sal = np.asarray(s["saliency_scores"], np.float64)
-        sal = sal.reshape(len(sal), -1) if sal.size else np.zeros((0, 3))
-        gt = np.zeros((n_clips, sal.shape[1]))
-        ids = np.asarray(s["relevant_clip_ids"], np.int64)
-        inside = ids < n_clips
-        gt[ids[inside]] = sal[inside]
         if from_segments:
+            n_clips = int(float(s["duration"]) / CLIP_SECONDS)
             pr = None if p is None or p.segments is None else _saliency_from_segments(p.segments, n_clips)
         else:
             pr = None if p is None else p.saliency
         if pr is None and rules.missing == "skip":
             continue
-        rows_gt.append(gt)
-        rows_pred.append(pr)
-    if not rows_gt:
+        sel.append(s)
+        prs.append(pr)
+    if not sel:
         return {}
-    n_ann = max(g.shape[1] for g in rows_gt)
-    c = max(max((g.shape[0] for g in rows_gt), default=0), 1)
-    lengths = np.array([g.shape[0] for g in rows_gt])
-    gt_pad = np.zeros((len(rows_gt), n_ann, c))
-    ann_mask = np.zeros((len(rows_gt), n_ann), bool)
-    pred_pad = np.zeros((len(rows_gt), c))
-    have = np.zeros(len(rows_gt), bool)
-    argmax = np.full(len(rows_gt), -1)
-    for i, (g, pr) in enumerate(zip(rows_gt, rows_pred, strict=True)):
-        gt_pad[i, : g.shape[1], : g.shape[0]] = g.T
-        ann_mask[i, : g.shape[1]] = True
-        if pr is not None and len(pr):
-            have[i] = True
-            k = min(len(pr), g.shape[0])
-            pred_pad[i, :k] = pr[:k]  # truncated or zero-padded to the clip count, as compute_ap_from_tuple
-            argmax[i] = int(np.argmax(pr))  # over the untruncated vector, first maximum (compute_hl_hit1)
+    q = len(sel)
+    n_clips = np.array([int(float(s["duration"]) / CLIP_SECONDS) for s in sel], np.int64)
+    c = max(int(n_clips.max()), 1)
+    # Ground truth [Q, A, C] from the flattened relevant clips.
+    counts = np.array([len(s["relevant_clip_ids"]) for s in sel], np.int64)
+    rows = list(chain.from_iterable(s["saliency_scores"] for s in sel))
+    per_sample = [len(s["saliency_scores"][0]) if len(s["saliency_scores"]) else 0 for s in sel]
+    n_ann = max(per_sample) or 3
+    if set(map(len, rows)) <= {n_ann}:
+        sal = np.fromiter(chain.from_iterable(rows), np.float64, count=len(rows) * n_ann).reshape(-1, n_ann)
+    else:
+        sal = np.array([list(row) + [np.nan] * (n_ann - len(row)) for row in rows], np.float64)
+    ids = np.fromiter(chain.from_iterable(s["relevant_clip_ids"] for s in sel), np.int64, count=int(counts.sum()))
+    q_of = np.repeat(np.arange(q), counts)
+    inside = ids < n_clips[q_of]
+    gt = np.zeros((q, n_ann, c))
+    gt[q_of[inside], :, ids[inside]] = sal[inside]
+    ann_mask = np.arange(n_ann)[None, :] < np.array([a or n_ann for a in per_sample])[:, None]
+    # Predictions: padded with -inf for the argmax, then truncated / zero-padded to the clip count.
+    plen = np.array([0 if pr is None else len(pr) for pr in prs], np.int64)
+    have = plen > 0
+    width = max(int(plen.max()), c)
+    full = np.full((q, width), -np.inf)
+    if have.any():
+        pg = np.repeat(np.arange(q), plen)
+        full[pg, _ranks(pg, q)] = np.concatenate([np.asarray(pr, np.float64) for pr in prs if pr is not None])
+    argmax = np.argmax(full, axis=1)  # first maximum, over the untruncated prediction
+    pred = np.where(np.isfinite(full[:, :c]), full[:, :c], 0.0)
+    levels = np.array([lvl for _, lvl in HL_LEVELS], np.float64)
+    binary = gt[:, None] >= levels[None, :, None, None]  # bool [Q, L, A, C]
+    ap = highlight_ap(binary.reshape(q, -1, c), pred, n_clips).reshape(q, len(levels), n_ann)
+    ap = np.where(have[:, None, None], ap, 0.0)
+    ok = have & (argmax < n_clips)
+    hit = np.zeros((q, len(levels)))
+    hit[ok] = binary[np.flatnonzero(ok), :, :, argmax[ok]].max(-1)
     out = {}
-    for name, level in HL_LEVELS:
-        binary = (gt_pad >= level).astype(np.float64)  # [Q, A, C]
-        ap = highlight_ap(
-            binary.reshape(-1, c), np.repeat(pred_pad, n_ann, 0), np.repeat(lengths, n_ann)
-        ).reshape(-1, n_ann)
-        ap = np.where(have[:, None], ap, 0.0)
-        out[f"HL-mAP-{name}"] = _pct(ap[ann_mask])
-        ok = have & (argmax >= 0) & (argmax < lengths)
-        hit = np.zeros(len(rows_gt))
-        q = np.flatnonzero(ok)
-        hit[q] = binary[q, :, argmax[q]].max(1)
-        out[f"HL-HIT@1-{name}"] = _pct(hit)
+    for k, (name, _) in enumerate(HL_LEVELS):
+        out[f"HL-mAP-{name}"] = _pct(ap[:, k][ann_mask])
+        out[f"HL-HIT@1-{name}"] = _pct(hit[:, k])
     return out
 
 
@@ -686,9 +701,7 @@ def _union_iop(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> tuple[
     return iou, iop
 
 
-def score_gvqa(
-    samples: Sequence[Mapping], preds: Sequence[Prediction | None], rules: Rules
-) -> dict[str, float]:
+def score_gvqa(samples: Sequence[Mapping], preds: Sequence[Prediction | None], rules: Rules) -> dict[str, float]:
     """Grounded QA (NExT-GQA): answer accuracy, evidence IoU/IoP, Acc@GQA; ReXTime's Acc&IoU@t."""
     gts = [_segments_of(s) for s in samples]
     correct = np.array(
@@ -792,10 +805,13 @@ def detection_map(
     ties = "reverse" if rules.ties in ("official", "reverse") else "stable"
     ranked = _rank_order(cls, sc, ties)  # class-major, best first
     by_sample = ranked[np.argsort(sample_of[ranked], kind="stable")]  # sample-major, same relative order
+    kg, kgs, kge = _flatten([gts[i] for i in keep])
     tp_s = greedy_match(
         sample_of[by_sample],
         np.stack([st, en], 1)[by_sample],
-        [gts[i] for i in keep],
+        kg,
+        np.stack([kgs, kge], 1),
+        len(keep),
         thresholds,
         rules.threshold,
         rules.map_zero_length,
@@ -805,9 +821,7 @@ def detection_map(
     return interpolated_ap(cls[ranked], tp[:, ranked], npos), names
 
 
-def score_tal(
-    samples: Sequence[Mapping], preds: Sequence[Prediction | None], rules: Rules
-) -> dict[str, float]:
+def score_tal(samples: Sequence[Mapping], preds: Sequence[Prediction | None], rules: Rules) -> dict[str, float]:
     """Action localisation: MUSEG mF1 over samples and ActivityNet-style detection mAP over classes."""
     gts = [_segments_of(s) for s in samples]
     f1 = tal_f1([_pred_segments(p) for p in preds], gts, rules.threshold)
@@ -864,9 +878,7 @@ def score(
             "total": len(task_samples),
             "missing": len(missing),
             "unparsable": sum(1 for p in present if p is not None and is_unparsable(task, p)),
-            "empty": sum(
-                1 for p in present if p is not None and p.segments is not None and len(p.segments) == 0
-            ),
+            "empty": sum(1 for p in present if p is not None and p.segments is not None and len(p.segments) == 0),
         }
         pairs = list(zip(task_samples, present, strict=True))
         if rules.missing == "skip":
