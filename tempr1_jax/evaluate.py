@@ -141,12 +141,8 @@ def validate_sample(obj: Any, where: str) -> dict:
             raise _fail(where, "action", f"expected the action class name, got {_short(action)}")
     if task == "vhd" and ("relevant_clip_ids" in obj or "saliency_scores" in obj):
         ids, sal = obj.get("relevant_clip_ids"), obj.get("saliency_scores")
-        if not isinstance(ids, list) or not all(
-            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids
-        ):
-            raise _fail(
-                where, "relevant_clip_ids", f"expected a list of clip indices >= 0, got {_short(ids)}"
-            )
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise _fail(where, "relevant_clip_ids", f"expected a list of clip indices >= 0, got {_short(ids)}")
         if not isinstance(sal, list) or len(sal) != len(ids):
             raise _fail(
                 where,
@@ -373,9 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m tempr1_jax.evaluate",
         description="Score predictions with metrics equal to the official evaluators (README: Evaluation).",
     )
-    p.add_argument(
-        "--predictions", metavar="PRED.jsonl", help="predictions: id + completion or parsed fields"
-    )
+    p.add_argument("--predictions", metavar="PRED.jsonl", help="predictions: id + completion or parsed fields")
     p.add_argument("--annotations", metavar="SAMPLES.jsonl", help="samples written by data_pipeline.convert")
     p.add_argument("--output", metavar="DIR", help="write DIR/metrics.json")
     p.add_argument("--config", metavar="configs/NAME.py", help="generation mode (not available yet)")

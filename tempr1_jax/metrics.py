@@ -905,7 +905,7 @@ def metric_names(task: str) -> Iterable[str]:
     if task == "gvqa":
         return ("Acc", "mIoU", "IoU@0.3", "IoU@0.5", "mIoP", "IoP@0.3", "IoP@0.5", "Acc@GQA")
     if task == "tal":
-        return ("mF1", "F1@0.1", "F1@0.3", "F1@0.5", "F1@0.7", "mAP") + tuple(
-            f"mAP@{threshold_name(t)}" for t in ANET_THRESHOLDS + THUMOS_THRESHOLDS
-        )
+        names = ("mF1", "F1@0.1", "F1@0.3", "F1@0.5", "F1@0.7", "mAP")
+        names += tuple(f"mAP@{threshold_name(t)}" for t in sorted(set(ANET_THRESHOLDS + THUMOS_THRESHOLDS)))
+        return tuple(dict.fromkeys(names))
     raise ValueError(f"unknown task {task!r}")

@@ -340,3 +340,12 @@ def test_vhd_miou_is_the_many_to_one_reward():
     rewards = compute_rewards([p["completion"] for p in preds], samples)["localization"]
     ours = evaluate_predictions(preds, samples)["vhd"]["mIoU"]
     assert ours == pytest.approx(100 * float(rewards.mean()), abs=1e-4)
+
+
+def test_table_names_each_metric_once():
+    table = evaluate.format_table(evaluate_predictions(PREDS, SAMPLES))
+    header = [ln for ln in table.splitlines() if "mF1" in ln][0].split()
+    assert len(header) == len(set(header)) and "mAP@0.3" in table and "mAP@0.7" in table
+    for task in ("tg", "dtg", "vhd", "gvqa", "tal"):
+        names = list(evaluate.metrics.metric_names(task))
+        assert len(names) == len(set(names))

@@ -167,10 +167,7 @@ def test_highlight_ap_ties_and_degenerate_rows():
     ap = metrics.highlight_ap(labels, scores, np.array([4, 4, 4, 4]))
     # row 0: one threshold at 1 (P .5, R .5), one at 0 (P .5, R 1): mean .5; row 3: found last: 1/4.
     assert ap.tolist() == [0.5, 0.0, 1.0, 0.25]
-    assert (
-        metrics.highlight_ap(np.array([[1, 0, 9]], float), np.array([[0, 1, 9]], float), np.array([2]))[0]
-        == 0.5
-    )
+    assert metrics.highlight_ap(np.array([[1, 0, 9]], float), np.array([[0, 1, 9]], float), np.array([2]))[0] == 0.5
 
 
 def test_highlight_hit_at_one_first_maximum():
@@ -270,10 +267,7 @@ def test_tal_map_greedy_locking_and_threshold_op():
     assert evaluate_predictions(preds, samples)["tal"]["mAP"] == 100.0
     exact = [{"id": "a", "segments": [[0, 10], [0, 10]]}]  # second copy: IoU .5 with [0, 5]
     assert evaluate_predictions(exact, samples, tal_protocol="thumos14")["tal"]["mAP@0.5"] == 100.0
-    assert (
-        evaluate_predictions(exact, samples, tal_protocol="thumos14", threshold="gt")["tal"]["mAP@0.5"]
-        == 50.0
-    )
+    assert evaluate_predictions(exact, samples, tal_protocol="thumos14", threshold="gt")["tal"]["mAP@0.5"] == 50.0
 
 
 def test_map_equal_iou_takes_the_last_ground_truth():
@@ -312,6 +306,4 @@ def test_metrics_imports_neither_jax_nor_tensorflow():
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'tensorflow', 'flax'))\n"
         "assert not bad, bad\n"
     )
-    subprocess.run(
-        [sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1])
-    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))

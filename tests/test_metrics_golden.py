@@ -49,9 +49,7 @@ def test_qvhighlights_moment_detr_sample_reproduces_every_number():
     samples, lines, expected = qvh_samples(), qvh_moment_detr_predictions(), qvh_moment_detr_expected()
     # Every number of the raw metrics file: MR-mAP and MR-R1 at every threshold for full/short/middle/long.
     by_id = {s["id"]: s for s in samples}
-    preds = {
-        str(d["qid"]): normalize_prediction(d, by_id[str(d["qid"])], "x", metrics.Rules()) for d in lines
-    }
+    preds = {str(d["qid"]): normalize_prediction(d, by_id[str(d["qid"])], "x", metrics.Rules()) for d in lines}
     mr = metrics.moment_retrieval(
         [preds[s["id"]] for s in samples],
         [np.asarray(s["segments"], float) for s in samples],
@@ -249,9 +247,7 @@ def test_thumos14_ground_truth_and_equal_score_duplicates():
     dup = evaluate_predictions(gt_predictions(samples, repeat=2), samples)["tal"]
     assert r2(dup["mAP"]) == 51.57
     assert dup["mF1"] == 100.0  # MUSEG's F1 does not penalise duplicates
-    lower = [
-        dict(p, scores=[1.0, 0.5] * (len(p["segments"]) // 2)) for p in gt_predictions(samples, repeat=2)
-    ]
+    lower = [dict(p, scores=[1.0, 0.5] * (len(p["segments"]) // 2)) for p in gt_predictions(samples, repeat=2)]
     assert evaluate_predictions(lower, samples)["tal"]["mAP"] == 100.0  # FPs ranked last cost nothing
 
 

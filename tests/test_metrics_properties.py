@@ -50,9 +50,7 @@ def in_range(d):
 
 
 @SETTINGS
-@given(
-    st.lists(st.tuples(st.lists(pos_window, min_size=1, max_size=3), pred_list()), min_size=1, max_size=8), op
-)
+@given(st.lists(st.tuples(st.lists(pos_window, min_size=1, max_size=3), pred_list()), min_size=1, max_size=8), op)
 def test_tg_matches_reference(data, op):
     gts, preds = [d[0] for d in data], [d[1] for d in data]
     rules = Rules(threshold=op)
@@ -64,9 +62,7 @@ def test_tg_matches_reference(data, op):
 
 
 @SETTINGS
-@given(
-    st.lists(st.tuples(st.lists(pos_window, min_size=1, max_size=4), pred_list()), min_size=1, max_size=6), op
-)
+@given(st.lists(st.tuples(st.lists(pos_window, min_size=1, max_size=4), pred_list()), min_size=1, max_size=6), op)
 def test_dtg_matches_reference(data, op):
     gts, preds = [d[0] for d in data], [d[1] for d in data]
     ours = metrics.score_dtg([{"segments": g} for g in gts], [as_pred(p) for p in preds], Rules(threshold=op))
@@ -77,9 +73,7 @@ def test_dtg_matches_reference(data, op):
 @SETTINGS
 @given(
     st.lists(
-        st.tuples(
-            st.lists(pos_window, min_size=1, max_size=4), pred_list(max_size=12), st.lists(score, max_size=12)
-        ),
+        st.tuples(st.lists(pos_window, min_size=1, max_size=4), pred_list(max_size=12), st.lists(score, max_size=12)),
         min_size=1,
         max_size=6,
     ),
@@ -91,9 +85,7 @@ def test_dtg_matches_reference(data, op):
 def test_moment_retrieval_matches_reference(data, op, zl, max_windows, mr_empty):
     gts = [d[0] for d in data]
     preds = [d[1] for d in data]
-    scores = [
-        None if p is None else (d[2] + [0.3] * len(p))[: len(p)] for p, d in zip(preds, data, strict=True)
-    ]
+    scores = [None if p is None else (d[2] + [0.3] * len(p))[: len(p)] for p, d in zip(preds, data, strict=True)]
     rules = Rules(threshold=op, map_zero_length=zl, max_windows=max_windows, mr_empty=mr_empty)
     ours = metrics.moment_retrieval(
         [as_pred(p, s) for p, s in zip(preds, scores, strict=True)], [arr(g) for g in gts], rules
@@ -172,9 +164,7 @@ def test_gvqa_matches_reference(data, op):
         valid = [w for w in (p or []) if w[1] >= w[0]]
         return [min(w[0] for w in valid), max(w[1] for w in valid)] if valid else None
 
-    theirs = ref.gqa(
-        [d[3] for d in data], [hull(d[1]) for d in data], [d[2] for d in data], [d[0] for d in data], op
-    )
+    theirs = ref.gqa([d[3] for d in data], [hull(d[1]) for d in data], [d[2] for d in data], [d[0] for d in data], op)
     assert ours == pytest.approx(theirs, abs=1e-9)
     assert in_range(ours)
     assert ours["IoU@0.3"] >= ours["IoU@0.5"] and ours["IoP@0.3"] >= ours["IoP@0.5"]
