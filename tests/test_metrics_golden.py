@@ -272,3 +272,28 @@ def test_activitynet13_ground_truth_and_official_sample_submission():
     assert r2(official["mAP"]) == 97.20
     afsd = evaluate_predictions(preds, samples, unknown_ids="ignore")["tal"]
     assert afsd["mAP"] == pytest.approx(100.0)
+
+
+@pytest.mark.slow
+def test_full_real_sets_equal_the_per_sample_reference():
+    """What benchmarks/metrics.py times: on the full QVHighlights val and ActivityNet-1.3 val sets, with real
+    (moment_detr) and jittered predictions, the vectorised metrics equal the per-sample reference."""
+    require(QVH, "qvhighlights/moment_detr_sample_val_preds.jsonl", "activitynet13/anet_anno_action.json",
+            "activitynet13/video_info_new.csv")  # fmt: skip
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmarks_metrics", Path(__file__).resolve().parents[1] / "benchmarks" / "metrics.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    qvh, anet = qvh_samples(), anet13_samples()
+    for recs in (qvh_gt_predictions(qvh), qvh_moment_detr_predictions()):
+        for ours, theirs in zip(*[iter(bench.qvh_case(qvh, recs))] * 2, strict=True):
+            assert np.allclose(ours(), theirs(), atol=1e-9, rtol=0)
+    for recs in (gt_predictions(anet), bench.jittered(anet)):
+        for ours, theirs in zip(*[iter(bench.anet_case(anet, recs))] * 2, strict=True):
+            assert np.allclose(ours(), theirs(), atol=1e-9, rtol=0)
