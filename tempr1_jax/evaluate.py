@@ -349,6 +349,18 @@ def format_table(result: Mapping[str, Mapping[str, Any]], rules: Rules | None = 
     return "\n".join(out)
 
 
+def flat_metrics(result: Mapping[str, Mapping[str, Any]], prefix: str = "eval/") -> dict[str, float]:
+    """``{"eval/tg/R1@0.5": 61.2, ..., "eval/tg/count/missing": 0.0}``: scalars for a training logger."""
+    out = {}
+    for task, values in result.items():
+        if task == "counts":
+            continue
+        out.update({f"{prefix}{task}/{k}": float(v) for k, v in values.items()})
+    for task, counts in result.get("counts", {}).items():
+        out.update({f"{prefix}{task}/count/{k}": float(v) for k, v in counts.items()})
+    return out
+
+
 def write_metrics(result: Mapping[str, Any], output_dir: str) -> str:
     """Write ``output_dir/metrics.json`` (created if needed); returns its path."""
     os.makedirs(output_dir, exist_ok=True)

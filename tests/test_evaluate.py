@@ -349,3 +349,10 @@ def test_table_names_each_metric_once():
     for task in ("tg", "dtg", "vhd", "gvqa", "tal"):
         names = list(evaluate.metrics.metric_names(task))
         assert len(names) == len(set(names))
+
+
+def test_flat_metrics_for_training_logs():
+    flat = evaluate.flat_metrics(evaluate_predictions(PREDS, SAMPLES))
+    assert flat["eval/tg/mIoU"] == 75.0 and flat["eval/tal/count/total"] == 1.0
+    assert all(isinstance(v, float) for v in flat.values())
+    assert len([k for k in flat if "/count/" in k]) == 5 * 4
