@@ -415,7 +415,7 @@ def make_train_step(
             opt_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_opt, opt_state)
             skipped = skipped + jnp.where(finite, 0, 1).astype(jnp.int32)
             m = grpo.finalize_aux(aux)
-            m["grad_norm"] = optax.global_norm(grads)
+            m["grad_norm"] = optax.tree.norm(grads)
             m["lr"] = jnp.asarray(schedule(applied) if schedule is not None else jnp.nan, jnp.float32)
             return (params, opt_state, skipped), m
 

@@ -7,6 +7,8 @@ and comes with PartitionSpecs over the (data, fsdp, tp) mesh, and deterministic 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,6 +27,11 @@ SPECS = {
 
 
 def init_params(seed: int = 0) -> dict:
+    return jax.tree.map(jnp.copy, _init_params(seed))
+
+
+@functools.cache
+def _init_params(seed: int) -> dict:
     k = jax.random.split(jax.random.PRNGKey(seed), 5)
     n = lambda key, shape, s: (s * jax.random.normal(key, shape)).astype(jnp.float32)  # noqa: E731
     return {
@@ -51,7 +58,7 @@ def policy_fn(params: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
     return logp, entropy
 
 
-_jit_policy = jax.jit(policy_fn)
+jit_policy = jax.jit(policy_fn)
 
 
 def make_batch(
@@ -70,7 +77,7 @@ def make_batch(
     rewards = rng.uniform(0, 3, size=B).astype(np.float32)
     rewards[:G] = 1.5
     p = init_params(seed) if params is None else params
-    logp, _ = _jit_policy(p, {"tokens": tokens})
+    logp, _ = jit_policy(p, {"tokens": tokens})
     old = np.asarray(logp) + rng.normal(0, 0.05, size=logp.shape).astype(np.float32)
     old = np.where(mask, old, np.float32(-1e30))  # garbage in the padding must not matter
     return {
@@ -79,3 +86,62 @@ def make_batch(
         "rewards": rewards,
         "old_logp": old.astype(np.float32),
     }
+
+
+@functools.cache
+def _machinery(beta, micro_batches, num_iterations, freeze, lr, total_steps, mesh, seed):
+    from tempr1_jax import grpo, sharding, trainer
+
+    params = init_params(seed)
+    trainable = trainer.trainable_mask(params, freeze)
+    cfg = grpo.GRPOConfig(num_generations=G, beta=beta, num_iterations=num_iterations, eps_high=0.28)
+    opt = {"learning_rate": lr, "max_grad_norm": 1.0, "warmup_steps": 1, "weight_decay": 0.01}
+    tx, schedule = trainer.make_optimizer(opt, total_steps * num_iterations, trainable)
+    init = lambda p, r: trainer.init_state(p, tx, r, beta=beta)  # noqa: E731
+    if mesh is None:
+        shardings, bsh = None, None
+        init_jit = jax.jit(init)
+    else:
+        shardings = trainer.state_shardings(
+            mesh, jax.eval_shape(init, params, jax.random.PRNGKey(seed)), SPECS, tx
+        )
+        bsh = sharding.batch_sharding(mesh)
+        init_jit = jax.jit(init, out_shardings=shardings)
+    step = trainer.make_train_step(
+        policy_fn,
+        tx,
+        cfg,
+        micro_batches=micro_batches,
+        trainable=trainable,
+        schedule=schedule,
+        state_sharding=shardings,
+        batch_sharding=bsh,
+    )
+    return init_jit, step, shardings, bsh, trainable
+
+
+def setup(
+    *,
+    beta: float = 0.04,
+    micro_batches: int = 1,
+    num_iterations: int = 1,
+    freeze: str = "",
+    lr: float = 1e-2,
+    total_steps: int = 8,
+    mesh=None,
+    seed: int = 0,
+):
+    """(fresh state, train_step, state_shardings, batch_sharding, trainable) for the toy policy.
+
+    The jitted functions are cached per configuration, so tests share their compilations.
+    """
+    init, step, shardings, bsh, trainable = _machinery(
+        beta, micro_batches, num_iterations, freeze, lr, total_steps, mesh, seed
+    )
+    state = init(init_params(seed), jax.random.PRNGKey(seed))
+    return state, step, shardings, bsh, trainable
+
+
+def to_host(tree):
+    """A pytree of jax arrays -> numpy (fully replicated / addressable arrays only)."""
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
