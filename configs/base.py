@@ -15,7 +15,8 @@ from ml_collections import config_dict
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.seed = 0  # [ours] PRNG seed of the run (sampling keys); VideoChat-R1 passes --data_seed 42 to its sampler
+    # [ours] PRNG seed of the run (sampling keys); VideoChat-R1 passes --data_seed 42 to its data sampler
+    c.seed = 0
 
     # Device mesh: sizes of the (data, fsdp, tp) axes; -1 takes all remaining devices. [ours]
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tp=1))
@@ -43,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.weight_decay = 0.0  # [HF] weight_decay
     c.optimizer.max_grad_norm = 1.0  # [HF] max_grad_norm (0 disables clipping)
     c.optimizer.warmup_steps = 0  # [HF] warmup_steps / warmup_ratio 0
-    c.optimizer.decay = "linear"  # [HF] lr_scheduler_type "linear" (to 0 at the last step); or cosine, constant
+    c.optimizer.decay = "linear"  # [HF] lr_scheduler_type "linear" (to 0 at the end); or cosine, constant
     c.optimizer.end_factor = 0.0  # [HF] linear decay ends at 0
     c.optimizer.freeze = ""  # [ours] regex of param paths to freeze (e.g. the vision tower); "" trains all
 

@@ -51,7 +51,8 @@ def _gather_json(obj: Any) -> list[Any]:
         raw = json.dumps(obj, sort_keys=True, allow_nan=True).encode()
     except (TypeError, ValueError) as e:
         raise ValueError(
-            f"checkpoint: the data stream position must be JSON-serializable (dicts, lists, str, numbers): {e}"
+            f"checkpoint: the data stream position must be JSON-serializable (dicts, lists, str, numbers): "
+            f"{e}"
         ) from None
     if jax.process_count() == 1:
         return [json.loads(raw)]
@@ -151,7 +152,8 @@ class Checkpointer:
             if step is None:
                 return None
         elif step not in self._mgr.all_steps():
-            raise FileNotFoundError(f"checkpoint: no step {step} in {self.directory} (have {self.all_steps()})")
+            have = self.all_steps()
+            raise FileNotFoundError(f"checkpoint: no step {step} in {self.directory} (have {have})")
         data = self._mgr.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
         has_ref = bool(data.get("has_ref_params"))
         tgt = target if has_ref else target.replace(ref_params=None)

@@ -59,7 +59,8 @@ def _check_key(cfg: ml_collections.ConfigDict, key: str, arg: str) -> None:
                 f"unknown config key {key!r} in {arg!r}: {where} has no {p!r} "
                 f"(it has: {', '.join(sorted(node.keys()))})"
             )
-        raise ConfigError(f"unknown config key {key!r} in {arg!r}: {'.'.join(parts[:i])} is not a config block")
+        parent = ".".join(parts[:i])
+        raise ConfigError(f"unknown config key {key!r} in {arg!r}: {parent} is not a config block")
 
 
 def parse_flags(
@@ -80,7 +81,9 @@ def parse_flags(
 
     def new_flags() -> flags.FlagValues:
         fv = flags.FlagValues()
-        config_flags.DEFINE_config_file("config", None, "ml_collections config file", flag_values=fv, lock_config=True)
+        config_flags.DEFINE_config_file(
+            "config", None, "ml_collections config file", flag_values=fv, lock_config=True
+        )
         flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.", flag_values=fv)
         if define_extra is not None:
             define_extra(fv)
@@ -160,7 +163,7 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
         need(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
         need(o.max_grad_norm >= 0, "optimizer.max_grad_norm", "must be >= 0 (0 disables clipping)")
         need(o.warmup_steps >= 0, "optimizer.warmup_steps", "must be >= 0")
-        need(o.decay in ("linear", "cosine", "constant"), "optimizer.decay", "must be linear, cosine or constant")
+        need(o.decay in ("linear", "cosine", "constant"), "optimizer.decay", "must be linear/cosine/constant")
         need(0 <= o.end_factor <= 1, "optimizer.end_factor", "must be in [0, 1]")
     if "checkpoint" in cfg:
         need(cfg.checkpoint.every >= 1, "checkpoint.every", "must be >= 1")
@@ -171,11 +174,14 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
         need(cfg.logging.num_samples >= 0, "logging.num_samples", "must be >= 0")
     if "reward" in cfg:
         r = cfg.reward
-        need(r.think in ("optional", "required", "forbidden"), "reward.think", "must be optional, required or forbidden")
+        thinks = ("optional", "required", "forbidden")
+        need(r.think in thinks, "reward.think", "must be optional, required or forbidden")
         need(r.sigma > 0, "reward.sigma", "must be > 0")
         unknown = sorted(set(r.weights.keys()) - {"format", "localization", "answer"})
         if unknown:
-            raise ConfigError(f"config.reward.weights: unknown key(s) {unknown}; known: answer, format, localization")
+            raise ConfigError(
+                f"config.reward.weights: unknown key(s) {unknown}; known: answer, format, localization"
+            )
 
 
 def _mesh_devices(mesh: dict) -> int:
