@@ -79,10 +79,11 @@ def parse_flags(
     if not os.path.isfile(file):
         raise ConfigError(f"--config {path}: no such file")
 
-    def new_flags() -> flags.FlagValues:
+    def new_flags(args: list[str]) -> flags.FlagValues:
         fv = flags.FlagValues()
+        # sys_argv: config_flags finds the override flags in it (by default it reads sys.argv).
         config_flags.DEFINE_config_file(
-            "config", None, "ml_collections config file", flag_values=fv, lock_config=True
+            "config", None, "ml_collections config file", flag_values=fv, lock_config=True, sys_argv=args
         )
         flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.", flag_values=fv)
         if define_extra is not None:
@@ -91,15 +92,16 @@ def parse_flags(
 
     overrides = _override_keys(argv[1:])
     if overrides:
-        base = new_flags()
+        base_argv = [argv[0], f"--config={path}"]
+        base = new_flags(base_argv)
         try:
-            base([argv[0], f"--config={path}"])
+            base(base_argv)
             base_cfg = base.config
         except Exception as e:  # the config file itself is broken
             raise ConfigError(f"--config {path}: cannot load: {type(e).__name__}: {e}") from None
         for key, arg in overrides:
             _check_key(base_cfg, key, arg)
-    fv = new_flags()
+    fv = new_flags(argv)
     try:
         fv(argv)
         cfg = fv.config

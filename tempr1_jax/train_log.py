@@ -112,7 +112,11 @@ class Progress:
 
 
 class TensorBoard:
-    """TensorBoard event files in ``logdir`` through ``tf.summary`` (no-op on processes other than 0)."""
+    """TensorBoard event files in ``logdir`` (no-op on processes other than 0).
+
+    Written with core ``tf.summary.write`` and the scalars / text plugins' metadata, so that the
+    ``tensorboard`` package is only needed to view the logs, not to write them.
+    """
 
     def __init__(self, logdir: str | os.PathLike) -> None:
         self.logdir = os.fspath(logdir)
@@ -120,24 +124,35 @@ class TensorBoard:
         if jax.process_index() != 0:
             return
         import tensorflow as tf  # lazy: heavy, and only the logging process needs it
+        from tensorflow.core.framework import summary_pb2
 
         tf.config.set_visible_devices([], "GPU")  # TF must not take GPU memory from JAX
         self._tf = tf
+        plugin = summary_pb2.SummaryMetadata.PluginData
+        self._scalar_meta = summary_pb2.SummaryMetadata(
+            plugin_data=plugin(plugin_name="scalars"), data_class=summary_pb2.DATA_CLASS_SCALAR
+        )
+        self._text_meta = summary_pb2.SummaryMetadata(
+            plugin_data=plugin(plugin_name="text"), data_class=summary_pb2.DATA_CLASS_TENSOR
+        )
         self._writer = tf.summary.create_file_writer(self.logdir)
 
     def scalars(self, step: int, values: Mapping[str, Any]) -> None:
-        """Writes each finite-or-not number of ``values`` (arrays of size 1 accepted) at ``step``."""
+        """Writes each number of ``values`` (arrays of size 1 accepted) at ``step``."""
         if self._writer is None:
             return
-        with self._writer.as_default(step=int(step)):
+        tf = self._tf
+        with self._writer.as_default():
             for k, v in values.items():
-                self._tf.summary.scalar(k, float(np.asarray(v).reshape(())))
+                x = tf.constant(float(np.asarray(v).reshape(())), tf.float32)
+                tf.summary.write(k, x, step=int(step), metadata=self._scalar_meta)
 
     def text(self, step: int, name: str, markdown: str) -> None:
         if self._writer is None:
             return
-        with self._writer.as_default(step=int(step)):
-            self._tf.summary.text(name, markdown)
+        tf = self._tf
+        with self._writer.as_default():
+            tf.summary.write(name, tf.constant(markdown), step=int(step), metadata=self._text_meta)
 
     def flush(self) -> None:
         if self._writer is not None:
