@@ -6,7 +6,9 @@ A checkpoint ``<directory>/<step>/`` holds two orbax items:
   params only with ``save_ref_params=True`` (by default they are not written: they are the initial policy,
   which the run reloads from the model path, and would double the checkpoint's size);
 - ``data``: JSON with the data stream's position of every process (``{"positions": [...], ...}``), so that
-  each host resumes its own shard where it stopped.
+  each host resumes its own shard where it stopped. A position is opaque to the trainer: any JSON value
+  (dicts with str keys, lists, str, numbers), numpy arrays included (restored with their dtype and shape;
+  tuples come back as lists).
 
 Orbax writes into a temporary directory and renames it when complete, so a process killed mid-save leaves
 the previous checkpoint as the latest loadable one (and the debris is removed at the next start).
@@ -45,13 +47,36 @@ from tempr1_jax import trainer
 log = logging.getLogger(__name__)
 
 
+def _encode(obj: Any) -> Any:
+    """JSON-able form of a data position: numpy arrays and scalars become tagged dicts (exact round trip)."""
+    if isinstance(obj, np.ndarray | np.generic):
+        a = np.asarray(obj)
+        return {"__ndarray__": a.tolist(), "dtype": a.dtype.str, "shape": list(a.shape)}
+    if isinstance(obj, dict):
+        return {k: _encode(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_encode(v) for v in obj]
+    return obj
+
+
+def _decode(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if "__ndarray__" in obj:
+            return np.asarray(obj["__ndarray__"], dtype=np.dtype(obj["dtype"])).reshape(obj["shape"])
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    return obj
+
+
 def _gather_json(obj: Any) -> list[Any]:
     """Every process's JSON-able ``obj``, in process order (an all-gather of the encoded bytes)."""
     try:
-        raw = json.dumps(obj, sort_keys=True, allow_nan=True).encode()
+        raw = json.dumps(_encode(obj), sort_keys=True, allow_nan=True).encode()
     except (TypeError, ValueError) as e:
         raise ValueError(
-            f"checkpoint: the data stream position must be JSON-serializable (dicts, lists, str, numbers): "
+            f"checkpoint: the data stream position must be JSON-serializable (dicts with str keys, lists, "
+            f"str, numbers, numpy arrays): "
             f"{e}"
         ) from None
     if jax.process_count() == 1:
@@ -161,7 +186,7 @@ class Checkpointer:
         state = restored["state"]
         if not has_ref:
             state = state.replace(ref_params=ref_params)
-        positions = data["positions"]
+        positions = [_decode(p) for p in data["positions"]]
         if len(positions) == jax.process_count():
             position = positions[jax.process_index()]
         elif all(p == positions[0] for p in positions):

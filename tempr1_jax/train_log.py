@@ -7,6 +7,7 @@ summed over all processes first.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -20,6 +21,8 @@ from jax.experimental import multihost_utils
 
 TASKS = ("tg", "dtg", "vhd", "gvqa", "tal")  # SPEC section 1
 REWARD_KEYS = ("total", "format", "localization", "answer")  # tempr1_jax.rewards.compute_rewards
+
+log = logging.getLogger(__name__)
 
 _BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -103,9 +106,17 @@ class Progress:
         return " | ".join(parts)
 
     def update(self, step: int, metrics: Mapping[str, Any] | None = None) -> str | None:
-        """Prints (and returns) the line when ``step`` is a multiple of ``every`` or the last step."""
+        """Prints (and returns) the line when ``step`` is a multiple of ``every`` or the last step, and
+        always when the step skipped an update (``metrics["skipped"] > 0``: non-finite loss or gradients)."""
         text = self.line(step, metrics)
-        if (step % self.every == 0 or step >= self.total) and jax.process_index() == 0:
+        skipped = (
+            float(np.asarray(metrics["skipped"])) if metrics is not None and "skipped" in metrics else 0.0
+        )
+        if skipped > 0:
+            total = float(np.asarray(metrics.get("skipped_total", skipped)))
+            text += f" | SKIPPED {skipped:g} non-finite update(s) ({total:g} so far)"
+            log.warning("step %d: skipped %g update(s) with a non-finite loss or gradient", step, skipped)
+        if (step % self.every == 0 or step >= self.total or skipped > 0) and jax.process_index() == 0:
             print(text, file=self.stream, flush=True)
             return text
         return None

@@ -6,8 +6,10 @@ The trainer is generic over the policy. The model plugs in through one function 
 
 ``logp[b, t]`` is log pi(completion token t of row b | everything before it) and ``entropy[b, t]`` the entropy
 of that next-token distribution (nats), both over the completion positions of the batch (the same [B, L]
-grid as ``batch["completion_mask"]``). ``batch`` is the (micro-)batch dict as given to ``train_step``: the
-policy reads its own inputs from it (tokens, positions, video patches...) and ignores the rest.
+grid as ``batch["completion_mask"]``). The distribution must be the one the rollout sampled from (logits
+divided by the sampling temperature, as TRL does), so that ``old_logp`` and ``logp`` are comparable.
+``batch`` is the (micro-)batch dict as given to ``train_step``: the policy reads its own inputs from it
+(tokens, positions, video patches...) and ignores the rest.
 
 The batch (a dict of arrays, every one with the batch as leading dim, B = prompts * G with each prompt's G
 completions contiguous) carries, besides the policy's inputs:
@@ -43,8 +45,6 @@ from tempr1_jax import grpo, sharding
 Params = Any
 Batch = Mapping[str, jax.Array]
 PolicyFn = Callable[[Params, Batch], tuple[jax.Array, jax.Array]]
-
-TRAINER_KEYS = ("completion_mask", "rewards", "old_logp", "sample_mask")
 
 
 @flax.struct.dataclass
@@ -328,6 +328,13 @@ def make_train_step(
                 f"train_step: batch of {B} rows is not a multiple of num_generations={G} x "
                 f"micro_batches={micro_batches}"
             )
+        if batch_sharding is not None:
+            shards = sharding.batch_shards(batch_sharding.mesh)
+            if (B // micro_batches) % shards:
+                raise ValueError(
+                    f"train_step: micro-batches of {B // micro_batches} rows (batch {B} / micro_batches "
+                    f"{micro_batches}) do not split over the {shards} batch shards (mesh data x fsdp)"
+                )
         sample = batch["sample_mask"].astype(bool) if "sample_mask" in batch else jnp.ones((B,), bool)
         mask = batch["completion_mask"].astype(bool) & sample[:, None]
         adv, zero_std = grpo.group_advantages(

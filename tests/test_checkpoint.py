@@ -23,13 +23,19 @@ TESTS = Path(__file__).resolve().parent
 ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{TESTS}"}
 
 
+@jax.jit
+def split_and_noise(rng):
+    rng, sub = jax.random.split(rng)
+    return rng, jax.random.uniform(sub, (4 * tp.G,))
+
+
 def loop(state, step, start, stop):
     """The training loop's shape: the batch depends on the data position and on the state's PRNG key."""
     for i in range(start, stop):
-        rng, sub = jax.random.split(state.rng)
+        rng, noise = split_and_noise(state.rng)
         state = state.replace(rng=rng)
         batch = tp.make_batch(i)
-        batch["rewards"] = batch["rewards"] + np.asarray(jax.random.uniform(sub, batch["rewards"].shape))
+        batch["rewards"] = batch["rewards"] + np.asarray(noise)
         state, _ = step(state, batch)
     return state
 
@@ -229,3 +235,16 @@ def test_sigterm_checkpoints_and_stops(tmp_path):
     restored, pos = ck.restore(trainer.abstract_state(state), ref_params=state.ref_params)
     assert int(restored.step) == last and pos == {"next_batch": last + 1}
     ck.close()
+
+
+def test_data_positions_round_trip_numpy_arrays(tmp_path):
+    state, *_ = tp.setup(beta=0.0)
+    pos = {"epoch": 1, "order": np.array([3, 1, 2], np.int64), "key": np.uint32(7), "seen": (1.5, "x")}
+    ck = checkpoint.Checkpointer(tmp_path, every=1, keep=1)
+    ck.save(state.replace(step=jnp.int32(1)), pos)
+    ck.wait()
+    _, got = ck.restore(trainer.abstract_state(state))
+    ck.close()
+    assert got["epoch"] == 1 and got["seen"] == [1.5, "x"]
+    assert got["order"].dtype == np.int64 and got["order"].tolist() == [3, 1, 2]
+    assert got["key"].dtype == np.uint32 and got["key"] == 7

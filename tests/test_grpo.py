@@ -20,6 +20,10 @@ from hypothesis import strategies as st
 
 from tempr1_jax import grpo
 
+# Jitted once per configuration: eager op-by-op dispatch would compile every small op separately.
+policy_loss = jax.jit(grpo.policy_loss, static_argnums=3)
+group_advantages = jax.jit(grpo.group_advantages, static_argnums=1, static_argnames=("scale", "eps", "ddof"))
+
 # ----------------------------------------------------------------------------------------------------------
 # References
 # ----------------------------------------------------------------------------------------------------------
@@ -161,7 +165,7 @@ def test_advantages_match_numpy_loop(scale, ddof):
     r = rng.uniform(0, 3, size=5 * G).astype(np.float32)
     r[:G] = 2.0  # a zero-std group
     r[G : 2 * G] = np.round(r[G : 2 * G])  # ties
-    adv, zero = grpo.group_advantages(r, G, scale=scale, eps=1e-4, ddof=ddof)
+    adv, zero = group_advantages(r, G, scale=scale, eps=1e-4, ddof=ddof)
     ref, ref_zero = np_advantages(r, G, scale, 1e-4, ddof)
     np.testing.assert_allclose(np.asarray(adv), ref, rtol=1e-5, atol=1e-5)
     assert int(zero) == ref_zero >= 1
@@ -172,7 +176,7 @@ def test_advantages_match_numpy_loop(scale, ddof):
 def test_advantages_match_trl(scale):
     rng = np.random.default_rng(1)
     r = rng.uniform(-1, 2, size=4 * 8).astype(np.float32)
-    adv, _ = grpo.group_advantages(r, 8, scale=scale, eps=1e-4, ddof=1)
+    adv, _ = group_advantages(r, 8, scale=scale, eps=1e-4, ddof=1)
     np.testing.assert_allclose(np.asarray(adv), trl_advantages(r, 8, scale), rtol=1e-5, atol=1e-5)
 
 
@@ -185,7 +189,7 @@ def test_advantages_match_trl(scale):
 def test_advantages_with_invalid_rows_property(rewards, valid, scale):
     r = np.asarray(rewards, np.float32)
     v = np.asarray(valid)
-    adv, zero = grpo.group_advantages(r, 4, scale=scale, valid=v)
+    adv, zero = group_advantages(r, 4, scale=scale, valid=v)
     ref, ref_zero = np_advantages(r, 4, scale, 1e-4, 1, v)
     np.testing.assert_allclose(np.asarray(adv), ref, rtol=1e-4, atol=1e-4)
     assert int(zero) == ref_zero
@@ -194,7 +198,7 @@ def test_advantages_with_invalid_rows_property(rewards, valid, scale):
 
 def test_advantages_nonfinite_rewards_are_unscorable():
     r = np.array([1.0, np.nan, 3.0, 2.0, np.inf, 0.0, 0.0, 0.0], np.float32)
-    adv, zero = grpo.group_advantages(r, 4)
+    adv, zero = group_advantages(r, 4)
     a = np.asarray(adv)
     assert np.all(np.isfinite(a)) and a[1] == 0 and a[4] == 0
     ref, _ = np_advantages(r, 4)
@@ -203,12 +207,12 @@ def test_advantages_nonfinite_rewards_are_unscorable():
 
 
 def test_advantages_of_constant_group_are_zero_and_bad_shapes_raise():
-    adv, zero = grpo.group_advantages(np.full(8, 0.7, np.float32), 8)
+    adv, zero = group_advantages(np.full(8, 0.7, np.float32), 8)
     assert np.allclose(np.asarray(adv), 0, atol=1e-6) and int(zero) == 1
     with pytest.raises(ValueError, match="multiple of num_generations=8"):
-        grpo.group_advantages(np.zeros(12, np.float32), 8)
+        group_advantages(np.zeros(12, np.float32), 8)
     with pytest.raises(ValueError, match="must be one of"):
-        grpo.group_advantages(np.zeros(8, np.float32), 8, scale="std")
+        group_advantages(np.zeros(8, np.float32), 8, scale="std")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -239,7 +243,7 @@ def test_loss_matches_numpy_loop_and_trl(aggregation, level, beta):
     cfg = grpo.GRPOConfig(
         beta=beta, aggregation=aggregation, importance_level=level, eps_low=0.2, eps_high=0.28
     )
-    loss, aux = grpo.policy_loss(logp, adv, mask, cfg, old_logp=old, ref_logp=ref if beta else None)
+    loss, aux = policy_loss(logp, adv, mask, cfg, old_logp=old, ref_logp=ref if beta else None)
     want = np_loss(*[x.astype(np.float64) for x in (logp, old, ref, adv)], mask, cfg)
     np.testing.assert_allclose(float(loss), want, rtol=1e-5, atol=1e-6)
     trl = trl_loss(np, *[x.astype(np.float64) for x in (logp, old, ref, adv)], mask,
@@ -254,19 +258,21 @@ def test_loss_matches_numpy_loop_and_trl(aggregation, level, beta):
 def test_loss_gradient_matches_trl(aggregation, level):
     logp, old, ref, adv, mask = random_batch(3)
     cfg = grpo.GRPOConfig(aggregation=aggregation, importance_level=level)
-    ours = jax.grad(lambda lp: grpo.policy_loss(lp, adv, mask, cfg, old_logp=old, ref_logp=ref)[0])(logp)
-    theirs = jax.grad(
-        lambda lp: trl_loss(
-            jnp,
-            lp,
-            old,
-            ref,
-            adv,
-            mask,
-            loss_type=AGG_TO_TRL[aggregation],
-            level=level,
-            max_completion_length=logp.shape[1],
-        )  # fmt: skip
+    ours = jax.jit(jax.grad(lambda lp: policy_loss(lp, adv, mask, cfg, old_logp=old, ref_logp=ref)[0]))(logp)
+    theirs = jax.jit(
+        jax.grad(
+            lambda lp: trl_loss(
+                jnp,
+                lp,
+                old,
+                ref,
+                adv,
+                mask,
+                loss_type=AGG_TO_TRL[aggregation],
+                level=level,
+                max_completion_length=logp.shape[1],
+            )  # fmt: skip
+        )
     )(logp)
     np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-5, atol=1e-7)
     assert np.any(np.asarray(ours) != 0)
@@ -279,14 +285,15 @@ def test_default_config_is_the_videochat_r1_recipe_and_matches_trl_0_15_1():
         "seq_mean_token_mean", "group", 1e-4, 1,
     )  # fmt: skip
     logp, _, ref, adv, mask = random_batch(4)
-    f = lambda lp: grpo.policy_loss(lp, adv, mask, cfg, old_logp=None, ref_logp=ref)[0]  # noqa: E731
+    f = lambda lp: policy_loss(lp, adv, mask, cfg, old_logp=None, ref_logp=ref)[0]  # noqa: E731
     g = lambda lp: trl_0151_loss(lp, ref, adv, mask)  # noqa: E731
+    f, g = jax.jit(f), jax.jit(g)
     np.testing.assert_allclose(float(f(logp)), float(g(logp)), rtol=1e-5)
     np.testing.assert_allclose(
         np.asarray(jax.grad(f)(logp)), np.asarray(jax.grad(g)(logp)), rtol=1e-5, atol=1e-8
     )
     # On-policy the ratio is exactly 1: nothing is clipped.
-    _, aux = grpo.policy_loss(logp, adv, mask, cfg, ref_logp=ref)
+    _, aux = policy_loss(logp, adv, mask, cfg, ref_logp=ref)
     m = grpo.finalize_aux(aux)
     assert float(m["clip/region"]) == 0 and float(m["ratio/mean"]) == 1.0
 
@@ -295,7 +302,7 @@ def test_kl_estimator_choice_in_the_loss():
     logp, old, ref, adv, mask = random_batch(5)
     for est in ("k1", "k2", "k3"):
         cfg = grpo.GRPOConfig(beta=0.1, kl_estimator=est)
-        loss, aux = grpo.policy_loss(logp, adv, mask, cfg, old_logp=old, ref_logp=ref)
+        loss, aux = policy_loss(logp, adv, mask, cfg, old_logp=old, ref_logp=ref)
         want = np_loss(*[x.astype(np.float64) for x in (logp, old, ref, adv)], mask, cfg)
         np.testing.assert_allclose(float(loss), want, rtol=1e-5, atol=1e-6)
         kl = np.asarray(grpo.kl_estimate(logp, ref, est))
@@ -306,12 +313,12 @@ def test_beta_zero_never_reads_the_reference():
     logp, old, _, adv, mask = random_batch(6)
     cfg = grpo.GRPOConfig(beta=0.0)
     nan_ref = np.full_like(logp, np.nan)
-    a, aux_a = grpo.policy_loss(logp, adv, mask, cfg, old_logp=old, ref_logp=nan_ref)
-    b, _ = grpo.policy_loss(logp, adv, mask, cfg, old_logp=old, ref_logp=None)
+    a, aux_a = policy_loss(logp, adv, mask, cfg, old_logp=old, ref_logp=nan_ref)
+    b, _ = policy_loss(logp, adv, mask, cfg, old_logp=old, ref_logp=None)
     assert float(a) == float(b) and np.isfinite(float(a))
     assert "kl" not in aux_a["mean"] and "kl_loss" not in aux_a["sum"]
     with pytest.raises(ValueError, match="needs ref_logp"):
-        grpo.policy_loss(logp, adv, mask, grpo.GRPOConfig(beta=0.04), old_logp=old)
+        policy_loss(logp, adv, mask, grpo.GRPOConfig(beta=0.04), old_logp=old)
 
 
 def test_garbage_in_padding_changes_nothing():
@@ -320,8 +327,8 @@ def test_garbage_in_padding_changes_nothing():
     cfg = grpo.GRPOConfig(beta=0.04, eps_high=0.28)
 
     def run(lp, o, r, e):
-        f = lambda x: grpo.policy_loss(x, adv, mask, cfg, old_logp=o, ref_logp=r, entropy=e)  # noqa: E731
-        (loss, aux), g = jax.value_and_grad(f, has_aux=True)(lp)
+        f = lambda x: policy_loss(x, adv, mask, cfg, old_logp=o, ref_logp=r, entropy=e)  # noqa: E731
+        (loss, aux), g = jax.jit(jax.value_and_grad(f, has_aux=True))(lp)
         return float(loss), grpo.finalize_aux(aux), np.asarray(g)
 
     clean = run(logp, old, ref, ent)
@@ -340,7 +347,7 @@ def test_metrics_match_numpy():
     logp, old, ref, adv, mask = random_batch(8, spread=0.6)
     ent = np.abs(np.random.default_rng(1).normal(size=logp.shape)).astype(np.float32)
     cfg = grpo.GRPOConfig(eps_low=0.2, eps_high=0.28)
-    _, aux = grpo.policy_loss(logp, adv, mask, cfg, old_logp=old, ref_logp=ref, entropy=ent)
+    _, aux = policy_loss(logp, adv, mask, cfg, old_logp=old, ref_logp=ref, entropy=ent)
     m = {k: float(v) for k, v in grpo.finalize_aux(aux).items()}
     ratio = np.exp(logp - old)
     A = np.broadcast_to(adv[:, None], ratio.shape)
@@ -365,10 +372,10 @@ def test_micro_batches_with_global_denominator_add_up(aggregation):
     logp, old, ref, adv, mask = random_batch(9, B=12)
     mask[3] = False  # an empty row (batch padding) counts in no denominator
     cfg = grpo.GRPOConfig(aggregation=aggregation, importance_level="sequence")
-    full, aux_full = grpo.policy_loss(logp, adv, mask, cfg, old_logp=old, ref_logp=ref)
+    full, aux_full = policy_loss(logp, adv, mask, cfg, old_logp=old, ref_logp=ref)
     den = grpo.loss_denominator(mask, aggregation)
     parts = [
-        grpo.policy_loss(logp[s], adv[s], mask[s], cfg, old_logp=old[s], ref_logp=ref[s], denominator=den)
+        policy_loss(logp[s], adv[s], mask[s], cfg, old_logp=old[s], ref_logp=ref[s], denominator=den)
         for s in (slice(0, 5), slice(5, 12))
     ]
     np.testing.assert_allclose(float(parts[0][0] + parts[1][0]), float(full), rtol=1e-5, atol=1e-6)
@@ -382,7 +389,7 @@ def test_micro_batches_with_global_denominator_add_up(aggregation):
 def test_empty_batch_gives_zero_loss_and_zero_metrics():
     logp, old, ref, adv, mask = random_batch(10)
     mask[:] = False
-    loss, aux = grpo.policy_loss(logp, adv, mask, grpo.GRPOConfig(), old_logp=old, ref_logp=ref)
+    loss, aux = policy_loss(logp, adv, mask, grpo.GRPOConfig(), old_logp=old, ref_logp=ref)
     m = grpo.finalize_aux(aux)
     assert float(loss) == 0 and all(np.isfinite(float(v)) for v in m.values())
 

@@ -148,7 +148,15 @@ pd = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
 od = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
          for a, b in zip(jax.tree.leaves(s1.opt_state), jax.tree.leaves(sm.opt_state)))
 md = {k: abs(float(m1[k]) - float(mm[k])) for k in m1}
+mesh8 = sharding.make_mesh({"data": 8})
+s8, step8, _, bsh8, _ = tp.setup(micro_batches=2, mesh=mesh8)
+try:
+    step8(s8, sharding.shard_batch(tp.make_batch(0, prompts=2), bsh8))
+    split_error = ""
+except ValueError as e:
+    split_error = str(e)
 print(json.dumps({
+    "split_error": split_error,
     "param_diff": pd, "opt_diff": od, "metric_diff": max(md.values()), "worst": max(md, key=md.get),
     "specs_ok": bool(specs_ok),
     "mu_specs_ok": set(mu_specs) == set(jax.tree.leaves(tp.SPECS, is_leaf=lambda x: isinstance(x, P))),
@@ -171,6 +179,7 @@ def test_sharded_step_on_8_devices_equals_single_device():
     assert out["batch_spec_ok"] and out["shards"] == 8, out
     assert out["donated"] and out["first"] >= 2 and out["compiles_after_first"] == 0, out
     assert np.isfinite(out["loss"]) and out["skipped"] == 0
+    assert "micro-batches of 4 rows (batch 8 / micro_batches 2) do not split over the 8" in out["split_error"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -210,7 +219,15 @@ restored, pos = ck.restore(trainer.abstract_state(state, shardings), ref_params=
 again = multihost_utils.process_allgather(restored.params, tiled=True)
 same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(again)))
 ck.close()
-print(json.dumps({"pid": pid, "shard": [idx, cnt], "losses": losses, "saved": saved, "pos": pos,
+mesh8 = sharding.make_mesh({"data": 8})
+s8, step8, _, bsh8, _ = tp.setup(micro_batches=2, mesh=mesh8)
+try:
+    step8(s8, sharding.shard_batch(tp.make_batch(0, prompts=2), bsh8))
+    split_error = ""
+except ValueError as e:
+    split_error = str(e)
+print(json.dumps({
+    "split_error": split_error,"pid": pid, "shard": [idx, cnt], "losses": losses, "saved": saved, "pos": pos,
                   "restored_same": same, "step": int(np.asarray(restored.step.addressable_data(0)))}))
 """
 

@@ -110,3 +110,11 @@ def test_compile_counter_counts_compilations():
         assert c.count == n + 1
     f(np.ones(5, np.float32))
     assert c.count == n + 1  # no longer counting
+
+
+def test_progress_always_reports_skipped_updates():
+    out = io.StringIO()
+    p = train_log.Progress(100, every=50, stream=out, keys=(), clock=lambda: 0.0)
+    assert p.update(3, {"skipped": np.float32(0)}) is None
+    line = p.update(7, {"skipped": np.float32(1), "skipped_total": 2.0})
+    assert line is not None and line.endswith("SKIPPED 1 non-finite update(s) (2 so far)")
