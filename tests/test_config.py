@@ -106,3 +106,17 @@ def test_extra_flags_and_the_exit_path(tmp_path):
         "advantage_ddof, advantage_eps, advantage_scale, aggregation, beta, eps_high, eps_low, "
         "importance_level, kl_estimator, norm_constant, num_generations, num_iterations)"
     ]
+
+
+def test_base_config_blocks_feed_the_trainer_functions(monkeypatch):
+    """The README's wiring: each block goes straight into the function that consumes it."""
+    from tempr1_jax import sharding, trainer
+
+    for k in ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    cfg = parse("--config.optimizer.warmup_steps=2", "--config.mesh.data=-1").config
+    assert sharding.maybe_initialize_distributed(**cfg.distributed) is False
+    assert sharding.mesh_shape(cfg.mesh, 4) == (4, 1, 1)
+    tx, schedule = trainer.make_optimizer(cfg.optimizer, 10)
+    assert float(schedule(1)) == pytest.approx(0.5e-6) and float(schedule(2)) == pytest.approx(1e-6)
+    assert grpo.GRPOConfig.from_mapping(cfg.grpo.to_dict()).beta == 0.04
