@@ -467,6 +467,9 @@ def make_train_step(
     )
 
 
+_all_finite = jax.jit(_tree_all_finite)
+
+
 def params_finite(params: Params) -> bool:
     """True when every param is finite (a host bool; one small reduction on device)."""
-    return bool(np.asarray(jax.jit(_tree_all_finite)(params)))
+    return bool(np.asarray(_all_finite(params)))

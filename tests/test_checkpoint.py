@@ -248,3 +248,15 @@ def test_data_positions_round_trip_numpy_arrays(tmp_path):
     assert got["epoch"] == 1 and got["seen"] == [1.5, "x"]
     assert got["order"].dtype == np.int64 and got["order"].tolist() == [3, 1, 2]
     assert got["key"].dtype == np.uint32 and got["key"] == 7
+
+
+def test_frozen_optimizer_state_round_trips(tmp_path):
+    state, *_ = tp.setup(freeze="vision/.*", beta=0.0)
+    state = state.replace(step=jnp.int32(1), opt_state=jax.tree.map(lambda x: x + 1, state.opt_state))
+    ck = checkpoint.Checkpointer(tmp_path, every=1, keep=1)
+    ck.save(state)
+    ck.wait()
+    got, _ = ck.restore(trainer.abstract_state(state))
+    ck.close()
+    assert jax.tree.structure(got.opt_state) == jax.tree.structure(state.opt_state)
+    assert same(got.opt_state, state.opt_state) and same(got.params, state.params)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import optax
 import pytest
 import toy_policy as tp
 from jax.sharding import PartitionSpec as P
@@ -219,15 +218,7 @@ restored, pos = ck.restore(trainer.abstract_state(state, shardings), ref_params=
 again = multihost_utils.process_allgather(restored.params, tiled=True)
 same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(again)))
 ck.close()
-mesh8 = sharding.make_mesh({"data": 8})
-s8, step8, _, bsh8, _ = tp.setup(micro_batches=2, mesh=mesh8)
-try:
-    step8(s8, sharding.shard_batch(tp.make_batch(0, prompts=2), bsh8))
-    split_error = ""
-except ValueError as e:
-    split_error = str(e)
-print(json.dumps({
-    "split_error": split_error,"pid": pid, "shard": [idx, cnt], "losses": losses, "saved": saved, "pos": pos,
+print(json.dumps({"pid": pid, "shard": [idx, cnt], "losses": losses, "saved": saved, "pos": pos,
                   "restored_same": same, "step": int(np.asarray(restored.step.addressable_data(0)))}))
 """
 
@@ -295,4 +286,3 @@ def test_state_specs_of_the_reference_follow_the_params():
     assert specs.ref_params == tp.SPECS and specs.step == P() and specs.rng == P()
     shape0 = jax.eval_shape(lambda p: trainer.init_state(p, tx, jax.random.PRNGKey(0), beta=0.0), params)
     assert trainer.state_specs(shape0, tp.SPECS, tx).ref_params is None
-    assert isinstance(tx, optax.GradientTransformation)
