@@ -302,6 +302,10 @@ def make_train_step(
         raise ValueError(f"micro_batches={micro_batches}: must be >= 1")
     mu = cfg.num_iterations
     G = cfg.num_generations
+    param_sharding = None if state_sharding is None else state_sharding.params
+
+    def is_trainable(t: Any) -> bool:
+        return True if trainable is None else bool(t)
 
     def freeze(params: Params) -> Params:
         if trainable is None:
@@ -395,20 +399,34 @@ def make_train_step(
                 "max": jax.tree.map(lambda s: jnp.full(s.shape, -jnp.inf, s.dtype), aux_shape["max"]),
                 "min": jax.tree.map(lambda s: jnp.full(s.shape, jnp.inf, s.dtype), aux_shape["min"]),
             }
-            init = (
-                jnp.zeros((), jnp.float32),
-                init_aux,
-                jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
+            # f32 accumulators placed like the params; frozen leaves carry a scalar 0 (their gradient is
+            # zero and set_to_zero ignores it), so no full-size buffer is kept for a frozen tower.
+            mask = trainable if trainable is not None else jax.tree.map(lambda _: True, params)
+            g0 = jax.tree.map(
+                lambda p, t: jnp.zeros(p.shape if is_trainable(t) else (), jnp.float32), params, mask
             )
+            if param_sharding is not None:
+                g0 = jax.tree.map(
+                    lambda z, s, t: jax.lax.with_sharding_constraint(z, s) if is_trainable(t) else z,
+                    g0,
+                    param_sharding,
+                    mask,
+                )
+            init = (jnp.zeros((), jnp.float32), init_aux, g0)
 
             def body(carry: Any, xs: Any) -> tuple[Any, None]:
                 loss_acc, aux_acc, g_acc = carry
                 mb, ref = xs
                 (loss, aux), g = grad_fn(params, mb, ref)
-                g_acc = jax.tree.map(lambda a, b: a + b.astype(jnp.float32), g_acc, g)
+                g_acc = jax.tree.map(
+                    lambda a, b, t: a + b.astype(jnp.float32) if is_trainable(t) else a, g_acc, g, mask
+                )
                 return (loss_acc + loss, grpo.merge_aux(aux_acc, aux), g_acc), None
 
             (loss, aux, g), _ = jax.lax.scan(body, init, (micro, ref_logp))
+            g = jax.tree.map(
+                lambda a, p, t: a if is_trainable(t) else jnp.zeros(p.shape, jnp.float32), g, params, mask
+            )
             return loss, aux, g
 
         def update(carry: Any, i: jax.Array) -> tuple[Any, dict[str, jax.Array]]:

@@ -124,7 +124,7 @@ def test_beta_zero_keeps_no_reference_and_never_runs_it():
 
 
 def test_frozen_subtree_gets_no_update_and_no_moments():
-    state, step, _, _, trainable = tp.setup(freeze="vision/.*")
+    state, step, _, _, trainable = tp.setup(freeze="vision/.*", micro_batches=2)  # with accumulation
     assert trainable["vision"]["proj"] is False and trainable["head"] is True
     v0 = np.asarray(state.params["vision"]["proj"])
     h0 = np.asarray(state.params["head"])
