@@ -196,8 +196,8 @@ from jax.experimental import multihost_utils
 import toy_policy as tp
 from tempr1_jax import checkpoint, trainer
 
-assert jax.process_count() == 2 and jax.device_count() == 4 and jax.local_device_count() == 2
-mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tp": 1})
+assert jax.process_count() == 2 and jax.device_count() == 2 and jax.local_device_count() == 1
+mesh = sharding.make_mesh({"data": 1, "fsdp": 2, "tp": 1})  # params and batch split across the processes
 state, step, shardings, bsh, _ = tp.setup(micro_batches=2, mesh=mesh)
 B = 16
 idx, cnt = sharding.host_data_shard(bsh, B)
@@ -233,7 +233,7 @@ def test_two_processes_with_jax_distributed_agree(tmp_path):
     port = free_port()
     env = {
         **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
         "PYTHONPATH": f"{REPO}{os.pathsep}{TESTS}",
     }
     for k in ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
