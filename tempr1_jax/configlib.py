@@ -1,0 +1,195 @@
+"""Command-line configs: ``--config configs/NAME.py [--config.a.b=v ...] [--workdir DIR]`` and checks.
+
+Configs are ``ml_collections`` Python files (a ``get_config()`` function), loaded by
+``ml_collections.config_flags``; overrides are typed by the config's own values. Errors come out as one
+``ConfigError`` line that names the file, key or value: an unknown override key, a value of the wrong type,
+a missing config file, or a value ``check_config`` rejects.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from tempr1_jax import grpo, sharding
+
+
+class ConfigError(ValueError):
+    """A bad command line or config value (the message is one line and names the culprit)."""
+
+
+def _config_arg(argv: Sequence[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _override_keys(argv: Sequence[str]) -> list[tuple[str, str]]:
+    """(dotted key, the argument) of each ``--config.KEY[=V]`` argument."""
+    out = []
+    for a in argv:
+        if a.startswith("--config."):
+            out.append((a[len("--config.") :].split("=", 1)[0], a))
+    return out
+
+
+def _check_key(cfg: ml_collections.ConfigDict, key: str, arg: str) -> None:
+    node = cfg
+    parts = key.split(".")
+    for i, p in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, ml_collections.ConfigDict):
+            if p in node:
+                node = node[p]
+                continue
+            # absl boolean form: --config.a.noflag
+            if last and p.startswith("no") and p[2:] in node and isinstance(node[p[2:]], bool):
+                return
+            where = ".".join(parts[:i]) or "the config"
+            raise ConfigError(
+                f"unknown config key {key!r} in {arg!r}: {where} has no {p!r} "
+                f"(it has: {', '.join(sorted(node.keys()))})"
+            )
+        parent = ".".join(parts[:i])
+        raise ConfigError(f"unknown config key {key!r} in {arg!r}: {parent} is not a config block")
+
+
+def parse_flags(
+    argv: Sequence[str], *, define_extra: Callable[[flags.FlagValues], None] | None = None
+) -> flags.FlagValues:
+    """Parses ``argv`` (``argv[0]`` is the program) into flags ``config`` (a locked ConfigDict, checked by
+    ``check_config``) and ``workdir`` (str or None), plus whatever ``define_extra(flag_values)`` defines.
+
+    Raises ConfigError with a one-line reason.
+    """
+    argv = list(argv)
+    path = _config_arg(argv[1:])
+    if path is None:
+        raise ConfigError("--config is required: a configs/NAME.py file")
+    file = path.split(":", 1)[0]
+    if not os.path.isfile(file):
+        raise ConfigError(f"--config {path}: no such file")
+
+    def new_flags(args: list[str]) -> flags.FlagValues:
+        fv = flags.FlagValues()
+        # sys_argv: config_flags finds the override flags in it (by default it reads sys.argv).
+        config_flags.DEFINE_config_file(
+            "config", None, "ml_collections config file", flag_values=fv, lock_config=True, sys_argv=args
+        )
+        flags.DEFINE_string("workdir", None, "Directory for checkpoints and logs.", flag_values=fv)
+        if define_extra is not None:
+            define_extra(fv)
+        return fv
+
+    overrides = _override_keys(argv[1:])
+    if overrides:
+        base_argv = [argv[0], f"--config={path}"]
+        base = new_flags(base_argv)
+        try:
+            base(base_argv)
+            base_cfg = base.config
+        except Exception as e:  # the config file itself is broken
+            raise ConfigError(f"--config {path}: cannot load: {type(e).__name__}: {e}") from None
+        for key, arg in overrides:
+            _check_key(base_cfg, key, arg)
+    fv = new_flags(argv)
+    try:
+        fv(argv)
+        cfg = fv.config
+    except flags.Error as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
+    except Exception as e:
+        raise ConfigError(f"--config {path}: {type(e).__name__}: {e}") from None
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise ConfigError(f"--config {path}: get_config() must return an ml_collections.ConfigDict")
+    check_config(cfg)
+    return fv
+
+
+def parse_flags_or_exit(argv: Sequence[str] | None = None, **kw: object) -> flags.FlagValues:
+    """``parse_flags`` for a ``main``: on a bad command line prints ``error: <reason>`` and exits 2."""
+    try:
+        return parse_flags(sys.argv if argv is None else argv, **kw)  # type: ignore[arg-type]
+    except ConfigError as e:
+        _die(str(e))
+
+
+def _die(msg: str) -> NoReturn:
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_config(cfg: ml_collections.ConfigDict) -> None:
+    """Checks the blocks of configs/base.py that are present; raises ConfigError naming the key."""
+
+    def need(cond: bool, key: str, why: str) -> None:
+        if not cond:
+            value = cfg
+            for p in key.split("."):
+                value = value[p]
+            raise ConfigError(f"config.{key}={value!r}: {why}")
+
+    if "grpo" in cfg:
+        try:
+            grpo.GRPOConfig.from_mapping(cfg.grpo.to_dict())
+        except ValueError as e:
+            raise ConfigError(f"config.{e}") from None
+    if "mesh" in cfg:
+        try:
+            sharding.mesh_shape(cfg.mesh.to_dict(), num_devices=_mesh_devices(cfg.mesh.to_dict()))
+        except ValueError as e:
+            raise ConfigError(f"config.{e}") from None
+    if "distributed" in cfg:
+        need(cfg.distributed.mode in ("auto", "on", "off"), "distributed.mode", "must be auto, on or off")
+    if "train" in cfg:
+        need(cfg.train.prompts_per_step >= 1, "train.prompts_per_step", "must be >= 1")
+        need(cfg.train.micro_batches >= 1, "train.micro_batches", "must be >= 1")
+        need(cfg.train.num_epochs > 0, "train.num_epochs", "must be > 0")
+        ts = cfg.train.total_steps
+        need(ts is None or ts >= 1, "train.total_steps", "must be None or >= 1")
+    if "optimizer" in cfg:
+        o = cfg.optimizer
+        need(o.learning_rate >= 0, "optimizer.learning_rate", "must be >= 0")
+        need(0 <= o.b1 < 1, "optimizer.b1", "must be in [0, 1)")
+        need(0 <= o.b2 < 1, "optimizer.b2", "must be in [0, 1)")
+        need(o.eps >= 0, "optimizer.eps", "must be >= 0")
+        need(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
+        need(o.max_grad_norm >= 0, "optimizer.max_grad_norm", "must be >= 0 (0 disables clipping)")
+        need(o.warmup_steps >= 0, "optimizer.warmup_steps", "must be >= 0")
+        need(o.decay in ("linear", "cosine", "constant"), "optimizer.decay", "must be linear/cosine/constant")
+        need(0 <= o.end_factor <= 1, "optimizer.end_factor", "must be in [0, 1]")
+    if "checkpoint" in cfg:
+        need(cfg.checkpoint.every >= 1, "checkpoint.every", "must be >= 1")
+        need(cfg.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1")
+    if "logging" in cfg:
+        need(cfg.logging.every >= 1, "logging.every", "must be >= 1")
+        need(cfg.logging.samples_every >= 0, "logging.samples_every", "must be >= 0 (0: never)")
+        need(cfg.logging.num_samples >= 0, "logging.num_samples", "must be >= 0")
+    if "reward" in cfg:
+        r = cfg.reward
+        thinks = ("optional", "required", "forbidden")
+        need(r.think in thinks, "reward.think", "must be optional, required or forbidden")
+        need(r.sigma > 0, "reward.sigma", "must be > 0")
+        unknown = sorted(set(r.weights.keys()) - {"format", "localization", "answer"})
+        if unknown:
+            raise ConfigError(
+                f"config.reward.weights: unknown key(s) {unknown}; known: answer, format, localization"
+            )
+
+
+def _mesh_devices(mesh: dict) -> int:
+    """A device count that the mesh sizes can fill (for a shape check before any device exists)."""
+    fixed = 1
+    for v in mesh.values():
+        if isinstance(v, int) and v > 0:
+            fixed *= v
+    return fixed

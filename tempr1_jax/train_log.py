@@ -1,0 +1,290 @@
+"""Training logs: console progress with ETA, TensorBoard scalars and texts, reward breakdowns, throughput.
+
+Host-side only (numpy and Python numbers); TensorFlow is imported lazily by ``TensorBoard`` and told to keep
+off the GPUs. On several processes only process 0 prints and writes; the per-task reward breakdown is
+summed over all processes first.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+TASKS = ("tg", "dtg", "vhd", "gvqa", "tal")  # SPEC section 1
+REWARD_KEYS = ("total", "format", "localization", "answer")  # tempr1_jax.rewards.compute_rewards
+
+log = logging.getLogger(__name__)
+
+_BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+class CompileCounter:
+    """Counts XLA compilations (all jitted functions) while active: ``with CompileCounter() as c: ...``.
+
+    ``c.count`` is the number so far. Use it to check that a loop compiles once and then never again.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._active = False
+
+    def _listener(self, event: str, duration: float, **kwargs: Any) -> None:
+        if self._active and event == _BACKEND_COMPILE_EVENT:
+            self.count += 1
+
+    def __enter__(self) -> CompileCounter:
+        self._active = True
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._active = False
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+
+
+def format_duration(seconds: float) -> str:
+    """``3725.2`` -> ``"1:02:05"``, ``42`` -> ``"42s"``; ``"?"`` when unknown."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Progress:
+    """One console line per ``every`` steps: step/total, percent, seconds per step, ETA, chosen metrics.
+
+    The speed is measured from the first ``update`` on, so the first step's compilation does not skew the
+    ETA. Prints from process 0 only.
+    """
+
+    def __init__(
+        self,
+        total_steps: int,
+        *,
+        start_step: int = 0,
+        every: int = 1,
+        keys: Sequence[str] = ("loss", "reward/mean", "kl", "clip/region", "completion_length/mean"),
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total = int(total_steps)
+        self.every = max(int(every), 1)
+        self.keys = tuple(keys)
+        self.stream = sys.stderr if stream is None else stream
+        self.clock = clock
+        self._t0: float | None = None
+        self._s0 = int(start_step)
+
+    def line(self, step: int, metrics: Mapping[str, Any] | None = None) -> str:
+        now = self.clock()
+        if self._t0 is None:
+            self._t0, self._s0 = now, step
+        done = step - self._s0
+        per_step = (now - self._t0) / done if done > 0 else float("nan")
+        eta = per_step * (self.total - step) if done > 0 else float("nan")
+        pct = 100.0 * step / self.total if self.total else 100.0
+        width = len(str(self.total))
+        parts = [f"step {step:>{width}}/{self.total} {pct:5.1f}%"]
+        parts.append(f"{per_step:.2f} s/step" if done > 0 else "-- s/step")
+        parts.append(f"ETA {format_duration(eta)}")
+        for k in self.keys:
+            if metrics is not None and k in metrics:
+                parts.append(f"{k} {float(np.asarray(metrics[k])):.4g}")
+        return " | ".join(parts)
+
+    def update(self, step: int, metrics: Mapping[str, Any] | None = None) -> str | None:
+        """Prints (and returns) the line when ``step`` is a multiple of ``every`` or the last step, and
+        always when the step skipped an update (``metrics["skipped"] > 0``: non-finite loss or gradients)."""
+        text = self.line(step, metrics)
+        skipped = (
+            float(np.asarray(metrics["skipped"])) if metrics is not None and "skipped" in metrics else 0.0
+        )
+        if skipped > 0:
+            total = float(np.asarray(metrics.get("skipped_total", skipped)))
+            text += f" | SKIPPED {skipped:g} non-finite update(s) ({total:g} so far)"
+            log.warning("step %d: skipped %g update(s) with a non-finite loss or gradient", step, skipped)
+        if (step % self.every == 0 or step >= self.total or skipped > 0) and jax.process_index() == 0:
+            print(text, file=self.stream, flush=True)
+            return text
+        return None
+
+
+class TensorBoard:
+    """TensorBoard event files in ``logdir`` (no-op on processes other than 0).
+
+    Written with core ``tf.summary.write`` and the scalars / text plugins' metadata, so that the
+    ``tensorboard`` package is only needed to view the logs, not to write them.
+    """
+
+    def __init__(self, logdir: str | os.PathLike) -> None:
+        self.logdir = os.fspath(logdir)
+        self._writer = None
+        if jax.process_index() != 0:
+            return
+        import tensorflow as tf  # lazy: heavy, and only the logging process needs it
+        from tensorflow.core.framework import summary_pb2
+
+        tf.config.set_visible_devices([], "GPU")  # TF must not take GPU memory from JAX
+        self._tf = tf
+        plugin = summary_pb2.SummaryMetadata.PluginData
+        self._scalar_meta = summary_pb2.SummaryMetadata(
+            plugin_data=plugin(plugin_name="scalars"), data_class=summary_pb2.DATA_CLASS_SCALAR
+        )
+        self._text_meta = summary_pb2.SummaryMetadata(
+            plugin_data=plugin(plugin_name="text"), data_class=summary_pb2.DATA_CLASS_TENSOR
+        )
+        self._writer = tf.summary.create_file_writer(self.logdir)
+
+    def scalars(self, step: int, values: Mapping[str, Any]) -> None:
+        """Writes each number of ``values`` (arrays of size 1 accepted) at ``step``."""
+        if self._writer is None:
+            return
+        tf = self._tf
+        with self._writer.as_default():
+            for k, v in values.items():
+                x = tf.constant(float(np.asarray(v).reshape(())), tf.float32)
+                tf.summary.write(k, x, step=int(step), metadata=self._scalar_meta)
+
+    def text(self, step: int, name: str, markdown: str) -> None:
+        if self._writer is None:
+            return
+        tf = self._tf
+        with self._writer.as_default():
+            tf.summary.write(name, tf.constant(markdown), step=int(step), metadata=self._text_meta)
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def reward_scalars(
+    rewards: Mapping[str, Any],
+    tasks: Sequence[str],
+    valid: Any = None,
+    *,
+    prefix: str = "reward",
+) -> dict[str, float]:
+    """Mean reward components overall and per task, over every process's rows.
+
+    Args:
+      rewards: ``tempr1_jax.rewards.compute_rewards`` output: name -> [B] array (total, format,
+        localization, answer; other keys are kept too).
+      tasks: the task id of each of the B rows.
+      valid: optional [B] bool, false for batch-padding rows.
+
+    Returns ``{f"{prefix}/{key}": mean, f"{prefix}/{task}/{key}": mean, f"{prefix}/{task}/count": n}`` for
+    the tasks present (over all processes).
+    """
+    keys = sorted(rewards)
+    arr = np.stack([np.asarray(rewards[k], np.float64).reshape(-1) for k in keys], 1)  # [B, K]
+    B = arr.shape[0]
+    if len(tasks) != B:
+        raise ValueError(f"reward_scalars: {len(tasks)} task ids for {B} rewards")
+    ok = np.ones(B, bool) if valid is None else np.asarray(valid, bool).reshape(-1)
+    idx = np.empty(B, np.int64)
+    for i, t in enumerate(tasks):
+        if t not in TASKS:
+            raise ValueError(f"reward_scalars: unknown task {t!r} in row {i}; tasks are {TASKS}")
+        idx[i] = TASKS.index(t)
+    sums = np.zeros((len(TASKS), len(keys)))
+    counts = np.zeros(len(TASKS))
+    np.add.at(sums, idx[ok], arr[ok])
+    np.add.at(counts, idx[ok], 1)
+    if jax.process_count() > 1:
+        sums = np.asarray(multihost_utils.process_allgather(sums)).sum(0)
+        counts = np.asarray(multihost_utils.process_allgather(counts)).sum(0)
+    out: dict[str, float] = {}
+    total = counts.sum()
+    for j, k in enumerate(keys):
+        out[f"{prefix}/{k}"] = float(sums[:, j].sum() / total) if total else 0.0
+    for t, task in enumerate(TASKS):
+        if counts[t]:
+            out[f"{prefix}/{task}/count"] = float(counts[t])
+            for j, k in enumerate(keys):
+                out[f"{prefix}/{task}/{k}"] = float(sums[t, j] / counts[t])
+    return out
+
+
+def _cell(text: str, limit: int) -> str:
+    text = text if len(text) <= limit else text[:limit] + " [...]"
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+
+
+def samples_markdown(
+    completions: Sequence[str],
+    tasks: Sequence[str],
+    rewards: Mapping[str, Any],
+    ids: Sequence[str] | None = None,
+    *,
+    num: int = 4,
+    max_chars: int = 600,
+) -> str:
+    """A markdown table of the first ``num`` completions with their task, id and reward components, for
+    ``TensorBoard.text`` (completions are untrusted text: pipes and newlines are escaped, long ones cut)."""
+    keys = [k for k in REWARD_KEYS if k in rewards] + sorted(set(rewards) - set(REWARD_KEYS))
+    head = ["id", "task", *keys, "completion"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i in range(min(num, len(completions))):
+        rid = ids[i] if ids is not None else str(i)
+        vals = [f"{float(np.asarray(rewards[k]).reshape(-1)[i]):.3f}" for k in keys]
+        cells = [_cell(str(rid), 80), _cell(str(tasks[i]), 16), *vals, _cell(completions[i], max_chars)]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+# Dense bf16 peak FLOP/s per device (vendor figures: Cloud TPU system architecture pages; NVIDIA A100/H100
+# datasheets, SXM, without sparsity). Matched as substrings of jax.Device.device_kind, most specific first.
+PEAK_BF16_FLOPS = (
+    ("TPU v6 lite", 918e12),
+    ("TPU v5 lite", 197e12),
+    ("TPU v5p", 459e12),
+    ("TPU v5", 459e12),
+    ("TPU v4", 275e12),
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+)
+
+
+def peak_flops(device_kind: str) -> float | None:
+    """Peak dense bf16 FLOP/s of one device of this kind, or None when unknown (then MFU is not logged)."""
+    for name, flops in PEAK_BF16_FLOPS:
+        if name in device_kind:
+            return flops
+    return None
+
+
+def throughput(
+    tokens: float,
+    seconds: float,
+    *,
+    flops: float | None = None,
+    num_devices: int | None = None,
+    device_kind: str | None = None,
+) -> dict[str, float]:
+    """tokens/s, and MFU = flops / (seconds * devices * peak) when the model FLOPs and the peak are known."""
+    out = {"tokens_per_sec": tokens / seconds if seconds > 0 else 0.0, "step_time": float(seconds)}
+    kind = jax.devices()[0].device_kind if device_kind is None else device_kind
+    peak = peak_flops(kind)
+    if flops is not None and peak is not None and seconds > 0:
+        n = jax.device_count() if num_devices is None else num_devices
+        out["mfu"] = flops / (seconds * n * peak)
+    return out

@@ -1,0 +1,493 @@
+"""The GRPO update: train state, optimizer, and one jitted ``train_step(state, batch) -> (state, metrics)``.
+
+The trainer is generic over the policy. The model plugs in through one function (the seam):
+
+    policy_fn(params, batch) -> (logp [B, L] float32, entropy [B, L] float32)
+
+``logp[b, t]`` is log pi(completion token t of row b | everything before it) and ``entropy[b, t]`` the entropy
+of that next-token distribution (nats), both over the completion positions of the batch (the same [B, L]
+grid as ``batch["completion_mask"]``). The distribution must be the one the rollout sampled from (logits
+divided by the sampling temperature, as TRL does), so that ``old_logp`` and ``logp`` are comparable.
+``batch`` is the (micro-)batch dict as given to ``train_step``: the policy reads its own inputs from it
+(tokens, positions, video patches...) and ignores the rest.
+
+The batch (a dict of arrays, every one with the batch as leading dim, B = prompts * G with each prompt's G
+completions contiguous) carries, besides the policy's inputs:
+
+    completion_mask [B, L] bool   the completion tokens that count (EOS included, padding excluded)
+    rewards         [B]    f32    total reward per completion (non-finite: unscorable, advantage 0)
+    old_logp        [B, L] f32    optional: the rollout's log-probs of the sampled tokens. Required when
+                                  grpo.num_iterations > 1; absent means on-policy (ratio exactly 1).
+    sample_mask     [B]    bool   optional: false for rows that only pad the batch to a static size
+
+One ``train_step`` call consumes one rollout batch and makes ``grpo.num_iterations`` (mu) optimizer updates
+on it, each accumulating gradients over ``micro_batches`` slices of the batch. An update whose loss or
+gradients are not finite is skipped: params and optimizer state stay as they were, ``state.skipped`` counts
+it, and metrics["skipped"] reports it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from tempr1_jax import grpo, sharding
+
+Params = Any
+Batch = Mapping[str, jax.Array]
+PolicyFn = Callable[[Params, Batch], tuple[jax.Array, jax.Array]]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a resumed run needs (ref_params aside, see checkpoint.py).
+
+    step: int32 [], train_step calls so far (rollout batches consumed).
+    params: the policy params.
+    opt_state: the optax state.
+    rng: uint32 [2], the loop's PRNG key (for the rollout sampler); train_step does not use it.
+    skipped: int32 [], optimizer updates skipped for a non-finite loss or gradient.
+    ref_params: frozen reference params, or None when grpo.beta == 0.
+    """
+
+    step: jax.Array
+    params: Params
+    opt_state: Any
+    rng: jax.Array
+    skipped: jax.Array
+    ref_params: Params | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Optimizer
+# ----------------------------------------------------------------------------------------------------------
+
+
+def param_paths(tree: Any) -> Any:
+    """The same tree with each leaf replaced by its path, e.g. ``"vision/blocks/0/kernel"``."""
+
+    def name(k: Any) -> str:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                return str(getattr(k, attr))
+        return str(k)
+
+    return jax.tree_util.tree_map_with_path(lambda p, _: "/".join(name(k) for k in p), tree)
+
+
+def trainable_mask(params: Params, freeze: str = "") -> Any:
+    """Bool tree: False for the params whose path fully matches the regex ``freeze`` ("" freezes nothing).
+
+    A pattern that matches no param is an error (a typo would otherwise silently train everything).
+    """
+    paths = param_paths(params)
+    if not freeze:
+        return jax.tree.map(lambda _: True, paths)
+    try:
+        rx = re.compile(freeze)
+    except re.error as e:
+        raise ValueError(f"optimizer.freeze={freeze!r} is not a valid regex: {e}") from None
+    mask = jax.tree.map(lambda p: rx.fullmatch(p) is None, paths)
+    if all(jax.tree.leaves(mask)):
+        some = ", ".join(jax.tree.leaves(paths)[:8])
+        raise ValueError(f"optimizer.freeze={freeze!r} matches no param path (paths look like: {some}, ...)")
+    return mask
+
+
+def make_schedule(
+    learning_rate: float,
+    total_updates: int,
+    *,
+    warmup_steps: int = 0,
+    decay: str = "linear",
+    end_factor: float = 0.0,
+) -> optax.Schedule:
+    """Linear warm-up from 0 over ``warmup_steps``, then "linear" / "cosine" decay to
+    ``learning_rate * end_factor`` at ``total_updates``, or "constant". Steps count optimizer updates."""
+    if decay not in ("linear", "cosine", "constant"):
+        raise ValueError(f"optimizer.decay={decay!r}: must be 'linear', 'cosine' or 'constant'")
+    if total_updates < 1:
+        raise ValueError(f"total optimizer updates {total_updates}: must be >= 1")
+    if not 0 <= warmup_steps <= total_updates:
+        raise ValueError(f"optimizer.warmup_steps={warmup_steps}: must be in [0, {total_updates}]")
+    rest = max(total_updates - warmup_steps, 1)
+    end = learning_rate * end_factor
+    if decay == "linear":
+        main = optax.linear_schedule(learning_rate, end, rest)
+    elif decay == "cosine":
+        main = optax.cosine_decay_schedule(learning_rate, rest, alpha=end_factor)
+    else:
+        main = optax.constant_schedule(learning_rate)
+    if warmup_steps == 0:
+        return main
+    warm = optax.linear_schedule(0.0, learning_rate, warmup_steps)
+    return optax.join_schedules([warm, main], [warmup_steps])
+
+
+def make_optimizer(
+    cfg: Mapping[str, Any], total_updates: int, trainable: Any | None = None
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """AdamW with gradient clipping and the schedule of ``cfg`` (the config's ``optimizer`` block).
+
+    ``trainable`` (from ``trainable_mask``) freezes the False leaves through optax masking: they get no
+    update and no Adam moments (their optimizer state is empty).
+    """
+    known = {
+        "learning_rate", "b1", "b2", "eps", "weight_decay", "max_grad_norm",
+        "warmup_steps", "decay", "end_factor", "freeze",
+    }  # fmt: skip
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"optimizer: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    schedule = make_schedule(
+        float(cfg["learning_rate"]),
+        total_updates,
+        warmup_steps=int(cfg.get("warmup_steps", 0)),
+        decay=str(cfg.get("decay", "linear")),
+        end_factor=float(cfg.get("end_factor", 0.0)),
+    )
+    parts = []
+    clip = cfg.get("max_grad_norm")
+    if clip:
+        parts.append(optax.clip_by_global_norm(float(clip)))
+    parts.append(
+        optax.adamw(
+            schedule,
+            b1=float(cfg.get("b1", 0.9)),
+            b2=float(cfg.get("b2", 0.999)),
+            eps=float(cfg.get("eps", 1e-8)),
+            weight_decay=float(cfg.get("weight_decay", 0.0)),
+        )
+    )
+    tx = optax.chain(*parts)
+    if trainable is not None and not all(jax.tree.leaves(trainable)):
+        labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
+        tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+    return tx, schedule
+
+
+# ----------------------------------------------------------------------------------------------------------
+# State
+# ----------------------------------------------------------------------------------------------------------
+
+
+def init_state(
+    params: Params, tx: optax.GradientTransformation, rng: jax.Array, *, beta: float
+) -> TrainState:
+    """A fresh state; the reference is a copy of the initial params, kept only when ``beta > 0``.
+
+    Pure: jit it with ``out_shardings=state_shardings(...)`` so that everything is born sharded.
+    """
+    ref = jax.tree.map(jnp.copy, params) if beta > 0 else None
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        rng=jnp.asarray(rng, jnp.uint32),
+        skipped=jnp.zeros((), jnp.int32),
+        ref_params=ref,
+    )
+
+
+def state_specs(state_shape: TrainState, param_specs: Any, tx: optax.GradientTransformation) -> TrainState:
+    """PartitionSpecs of a TrainState (from ``jax.eval_shape(init_state, ...)``) given the params' specs."""
+    return TrainState(
+        step=P(),
+        params=param_specs,
+        opt_state=sharding.optimizer_state_specs(tx, state_shape.opt_state, param_specs),
+        rng=P(),
+        skipped=P(),
+        ref_params=None if state_shape.ref_params is None else param_specs,
+    )
+
+
+def state_shardings(
+    mesh: jax.sharding.Mesh, state_shape: TrainState, param_specs: Any, tx: optax.GradientTransformation
+) -> TrainState:
+    """NamedShardings of a TrainState on ``mesh``."""
+    return sharding.named(mesh, state_specs(state_shape, param_specs, tx))
+
+
+def create_state(
+    params: Params,
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    *,
+    beta: float,
+    mesh: jax.sharding.Mesh | None = None,
+    param_specs: Any = None,
+) -> tuple[TrainState, TrainState | None]:
+    """Builds the state on the mesh (params donated). Returns (state, its shardings; None without mesh)."""
+    fn = lambda p, r: init_state(p, tx, r, beta=beta)  # noqa: E731
+    if mesh is None:
+        return jax.jit(fn, donate_argnums=0)(params, rng), None
+    shape = jax.eval_shape(fn, params, rng)
+    if param_specs is None:
+        param_specs = jax.tree.map(lambda _: P(), params)
+    sharding.validate_specs(params, param_specs, mesh)
+    shardings = state_shardings(mesh, shape, param_specs, tx)
+    state = jax.jit(fn, donate_argnums=0, out_shardings=shardings)(params, rng)
+    return state, shardings
+
+
+def abstract_state(state_or_shape: TrainState, shardings: TrainState | None = None) -> TrainState:
+    """ShapeDtypeStructs (with shardings when given) of a state, the restore target of checkpoint.py."""
+    if shardings is None:
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+            state_or_shape,
+        )
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_or_shape, shardings
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The step
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _split(x: jax.Array, n: int) -> jax.Array:
+    """[B, ...] -> [n, B / n, ...], micro-batch k = rows k, k + n, k + 2n, ... (strided, so that each
+    micro-batch keeps rows on every device of a batch sharded in contiguous blocks)."""
+    return x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1)
+
+
+def _tree_all_finite(tree: Any) -> jax.Array:
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.array(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def make_train_step(
+    policy_fn: PolicyFn,
+    tx: optax.GradientTransformation,
+    cfg: grpo.GRPOConfig,
+    *,
+    micro_batches: int = 1,
+    trainable: Any | None = None,
+    schedule: optax.Schedule | None = None,
+    state_sharding: TrainState | None = None,
+    batch_sharding: NamedSharding | None = None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """``train_step(state, batch) -> (state, metrics)``: one jitted pure function, state donated.
+
+    Args:
+      policy_fn: the model seam (module docstring).
+      tx: from make_optimizer (with the same ``trainable`` mask).
+      cfg: the GRPO objective.
+      micro_batches: gradient accumulation: each update sums gradients over this many slices of the batch
+        (the loss is normalized over the whole batch, so the result equals one big batch).
+      trainable: bool tree from trainable_mask; frozen params get no gradient (and no backward pass).
+      schedule: the learning-rate schedule, only to report ``lr`` in the metrics.
+      state_sharding, batch_sharding: NamedShardings (state_shardings(...), sharding.batch_sharding(mesh));
+        given both, the step is compiled with them as in/out shardings; metrics come out replicated.
+
+    Metrics (float32 scalars, averaged over the mu updates): loss, pg_loss, kl_loss and kl (beta > 0),
+    clip/low, clip/high, clip/region, ratio/mean, ratio/min, ratio/max, entropy, tokens, grad_norm, lr,
+    skipped (this step's skipped updates), skipped_total, reward/mean, reward/std, reward/nonfinite,
+    advantage/abs_mean, zero_std_groups, frac_zero_std, completion_length/mean, /min, /max.
+    """
+    if micro_batches < 1:
+        raise ValueError(f"micro_batches={micro_batches}: must be >= 1")
+    mu = cfg.num_iterations
+    G = cfg.num_generations
+    param_sharding = None if state_sharding is None else state_sharding.params
+
+    def is_trainable(t: Any) -> bool:
+        return True if trainable is None else bool(t)
+
+    def freeze(params: Params) -> Params:
+        if trainable is None:
+            return params
+        return jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, trainable)
+
+    def constrain(tree: Any) -> Any:
+        if batch_sharding is None:
+            return tree
+        return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), tree)
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        for k in ("completion_mask", "rewards"):
+            if k not in batch:
+                raise KeyError(f"train_step: batch has no {k!r} (keys: {sorted(batch)})")
+        if mu > 1 and "old_logp" not in batch:
+            raise KeyError(
+                "train_step: grpo.num_iterations > 1 needs batch['old_logp'] (the rollout's log-probs)"
+            )
+        rewards = jnp.asarray(batch["rewards"], jnp.float32)
+        B = rewards.shape[0]
+        if B % (G * micro_batches):
+            raise ValueError(
+                f"train_step: batch of {B} rows is not a multiple of num_generations={G} x "
+                f"micro_batches={micro_batches}"
+            )
+        if batch_sharding is not None:
+            shards = sharding.batch_shards(batch_sharding.mesh)
+            if (B // micro_batches) % shards:
+                raise ValueError(
+                    f"train_step: micro-batches of {B // micro_batches} rows (batch {B} / micro_batches "
+                    f"{micro_batches}) do not split over the {shards} batch shards (mesh data x fsdp)"
+                )
+        sample = batch["sample_mask"].astype(bool) if "sample_mask" in batch else jnp.ones((B,), bool)
+        mask = batch["completion_mask"].astype(bool) & sample[:, None]
+        adv, zero_std = grpo.group_advantages(
+            rewards,
+            G,
+            scale=cfg.advantage_scale,
+            eps=cfg.advantage_eps,
+            ddof=cfg.advantage_ddof,
+            valid=sample,
+        )
+        denom = grpo.loss_denominator(mask, cfg.aggregation, cfg.norm_constant)
+        inputs = {k: v for k, v in batch.items()}
+        work = {"inputs": inputs, "adv": adv, "mask": mask}
+        micro = jax.tree.map(lambda x: _split(x, micro_batches), work)
+
+        if cfg.beta > 0:
+            if state.ref_params is None:
+                raise ValueError("train_step: grpo.beta > 0 but the state has no ref_params")
+            ref_params = jax.lax.stop_gradient(state.ref_params)
+
+            def ref_body(_: None, mb: Any) -> tuple[None, jax.Array]:
+                logp, _ = policy_fn(ref_params, constrain(mb["inputs"]))
+                return None, jax.lax.stop_gradient(logp.astype(jnp.float32))
+
+            _, ref_logp = jax.lax.scan(ref_body, None, micro)
+        else:
+            ref_logp = None
+
+        def micro_loss(params: Params, mb: Any, ref: jax.Array | None) -> tuple[jax.Array, Any]:
+            inp = constrain(mb["inputs"])
+            logp, ent = policy_fn(freeze(params), inp)
+            return grpo.policy_loss(
+                logp,
+                mb["adv"],
+                mb["mask"],
+                cfg,
+                old_logp=inp.get("old_logp"),
+                ref_logp=ref,
+                entropy=ent,
+                denominator=denom,
+            )
+
+        grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+        def take(tree: Any, i: int) -> Any:
+            return jax.tree.map(lambda x: x[i], tree)
+
+        def accumulate(params: Params) -> tuple[jax.Array, Any, Params]:
+            if micro_batches == 1:
+                (loss, aux), g = grad_fn(params, take(micro, 0), None if ref_logp is None else ref_logp[0])
+                return loss, aux, jax.tree.map(lambda x: x.astype(jnp.float32), g)
+            aux_shape = jax.eval_shape(
+                lambda p: micro_loss(p, take(micro, 0), None if ref_logp is None else ref_logp[0])[1], params
+            )
+            init_aux = {
+                "sum": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape["sum"]),
+                "mean": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape["mean"]),
+                "max": jax.tree.map(lambda s: jnp.full(s.shape, -jnp.inf, s.dtype), aux_shape["max"]),
+                "min": jax.tree.map(lambda s: jnp.full(s.shape, jnp.inf, s.dtype), aux_shape["min"]),
+            }
+            # f32 accumulators placed like the params; frozen leaves carry a scalar 0 (their gradient is
+            # zero and set_to_zero ignores it), so no full-size buffer is kept for a frozen tower.
+            mask = trainable if trainable is not None else jax.tree.map(lambda _: True, params)
+            g0 = jax.tree.map(
+                lambda p, t: jnp.zeros(p.shape if is_trainable(t) else (), jnp.float32), params, mask
+            )
+            if param_sharding is not None:
+                g0 = jax.tree.map(
+                    lambda z, s, t: jax.lax.with_sharding_constraint(z, s) if is_trainable(t) else z,
+                    g0,
+                    param_sharding,
+                    mask,
+                )
+            init = (jnp.zeros((), jnp.float32), init_aux, g0)
+
+            def body(carry: Any, xs: Any) -> tuple[Any, None]:
+                loss_acc, aux_acc, g_acc = carry
+                mb, ref = xs
+                (loss, aux), g = grad_fn(params, mb, ref)
+                g_acc = jax.tree.map(
+                    lambda a, b, t: a + b.astype(jnp.float32) if is_trainable(t) else a, g_acc, g, mask
+                )
+                return (loss_acc + loss, grpo.merge_aux(aux_acc, aux), g_acc), None
+
+            (loss, aux, g), _ = jax.lax.scan(body, init, (micro, ref_logp))
+            g = jax.tree.map(
+                lambda a, p, t: a if is_trainable(t) else jnp.zeros(p.shape, jnp.float32), g, params, mask
+            )
+            return loss, aux, g
+
+        def update(carry: Any, i: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
+            params, opt_state, skipped = carry
+            applied = state.step * mu + i - skipped  # optimizer updates applied so far (schedule position)
+            loss, aux, grads = accumulate(params)
+            finite = jnp.isfinite(loss) & _tree_all_finite(grads)
+            updates, new_opt = tx.update(grads, opt_state, params)
+            new_params = optax.apply_updates(params, updates)
+            params = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_params, params)
+            opt_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_opt, opt_state)
+            skipped = skipped + jnp.where(finite, 0, 1).astype(jnp.int32)
+            m = grpo.finalize_aux(aux)
+            m["grad_norm"] = optax.tree.norm(grads)
+            m["lr"] = jnp.asarray(schedule(applied) if schedule is not None else jnp.nan, jnp.float32)
+            return (params, opt_state, skipped), m
+
+        (params, opt_state, skipped), ms = jax.lax.scan(
+            update, (state.params, state.opt_state, state.skipped), jnp.arange(mu, dtype=jnp.int32)
+        )
+        metrics = {k: jnp.mean(v.astype(jnp.float32)) for k, v in ms.items()}
+
+        # Rollout-batch statistics (the same for every update).
+        ok = sample & jnp.isfinite(rewards)
+        n_ok = jnp.maximum(ok.sum(), 1).astype(jnp.float32)
+        r_mean = jnp.where(ok, rewards, 0.0).sum() / n_ok
+        metrics["reward/mean"] = r_mean
+        metrics["reward/std"] = jnp.sqrt(jnp.where(ok, (rewards - r_mean) ** 2, 0.0).sum() / n_ok)
+        metrics["reward/nonfinite"] = jnp.sum(sample & ~jnp.isfinite(rewards)).astype(jnp.float32)
+        metrics["advantage/abs_mean"] = jnp.where(ok, jnp.abs(adv), 0.0).sum() / n_ok
+        groups = jnp.maximum(sample.reshape(-1, G).any(-1).sum(), 1).astype(jnp.float32)
+        metrics["zero_std_groups"] = zero_std.astype(jnp.float32)
+        metrics["frac_zero_std"] = zero_std / groups
+        lengths = mask.sum(-1).astype(jnp.float32)
+        n_s = jnp.maximum(sample.sum(), 1).astype(jnp.float32)
+        metrics["completion_length/mean"] = jnp.where(sample, lengths, 0.0).sum() / n_s
+        metrics["completion_length/max"] = jnp.max(jnp.where(sample, lengths, 0.0))
+        metrics["completion_length/min"] = jnp.where(
+            sample.any(), jnp.min(jnp.where(sample, lengths, jnp.inf)), 0.0
+        )
+        metrics["skipped"] = (skipped - state.skipped).astype(jnp.float32)
+        metrics["skipped_total"] = skipped.astype(jnp.float32)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, skipped=skipped)
+        return new_state, metrics
+
+    if state_sharding is None or batch_sharding is None:
+        if (state_sharding is None) != (batch_sharding is None):
+            raise ValueError("make_train_step: give both state_sharding and batch_sharding, or neither")
+        return jax.jit(step, donate_argnums=0)
+    repl = sharding.replicated(batch_sharding.mesh)
+    return jax.jit(
+        step,
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, repl),
+        donate_argnums=0,
+    )
+
+
+_all_finite = jax.jit(_tree_all_finite)
+
+
+def params_finite(params: Params) -> bool:
+    """True when every param is finite (a host bool; one small reduction on device)."""
+    return bool(np.asarray(_all_finite(params)))
