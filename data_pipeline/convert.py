@@ -37,13 +37,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="source annotation format")
     p.add_argument("--input", required=True, nargs="+", help="annotation file(s) (see the format's docs)")
     p.add_argument("--output", required=True, help="samples JSONL to write")
-    p.add_argument("--split", default=None, help="keep one split and name it in 'source' (default: from "
-                   "the file names / subsets)")
-    p.add_argument("--video-prefix", default="", help="prepend to every video id (e.g. v_ when the video "
-                   "files are named v_<id>.mp4)")
+    p.add_argument(
+        "--split",
+        default=None,
+        help="keep one split and name it in 'source' (default: from the file names / subsets)",
+    )
+    p.add_argument(
+        "--video-prefix",
+        default="",
+        help="prepend to every video id (e.g. v_ when the video files are named v_<id>.mp4)",
+    )
     p.add_argument("--summary", default=None, help="summary JSON path (default: <output stem>.summary.json)")
-    p.add_argument("--strict", action="store_true", help="exit 1 (writing no samples) if any segment or "
-                   "sample would be dropped")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 (writing no samples) if any segment or sample would be dropped",
+    )
     p.add_argument("--show", type=int, default=5, help="messages printed per reason (all are in the summary)")
     return p
 
@@ -86,21 +95,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.strict and n_dropped:
         summary["output"] = None
         _write_summary(spath, summary)
-        print(f"convert: error: --strict: {dropped.get('drop_sample', 0)} sample(s) and "
-              f"{dropped.get('drop_segment', 0)} segment(s) would be dropped; see {spath}", file=err)
+        print(
+            f"convert: error: --strict: {dropped.get('drop_sample', 0)} sample(s) and "
+            f"{dropped.get('drop_segment', 0)} segment(s) would be dropped; see {spath}",
+            file=err,
+        )
         return 1
     if not ctx.samples:
         summary["output"] = None
         _write_summary(spath, summary)
-        print(f"convert: error: no sample converted from {report.records_read} record(s) of {args.input} "
-              f"(see {spath})", file=err)
+        print(
+            f"convert: error: no sample converted from {report.records_read} record(s) of {args.input} "
+            f"(see {spath})",
+            file=err,
+        )
         return 2
     write_jsonl(args.output, ctx.samples)
     _write_summary(spath, summary)
     per_task = ", ".join(f"{t} {n}" for t, n in sorted(tasks.items()))
-    print(f"convert: {args.format}: {report.records_read} records read -> {len(ctx.samples)} samples "
-          f"({per_task}) over {videos} videos; {n_dropped} dropped, {dropped.get('clip', 0)} clipped, "
-          f"{dropped.get('skip', 0)} skipped -> {args.output} (summary {spath})", file=err)
+    print(
+        f"convert: {args.format}: {report.records_read} records read -> {len(ctx.samples)} samples "
+        f"({per_task}) over {videos} videos; {n_dropped} dropped, {dropped.get('clip', 0)} clipped, "
+        f"{dropped.get('skip', 0)} skipped -> {args.output} (summary {spath})",
+        file=err,
+    )
     return 0
 
 

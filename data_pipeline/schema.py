@@ -92,8 +92,13 @@ class Report:
         action = RULES[reason][0]
         self.counts[reason] += 1
         self.issues.append(
-            {"reason": reason, "action": action, "where": loc, "field": field,
-             "message": f"{loc}: {field}: {message} [{reason} -> {action}]"}
+            {
+                "reason": reason,
+                "action": action,
+                "where": loc,
+                "field": field,
+                "message": f"{loc}: {field}: {message} [{reason} -> {action}]",
+            }
         )
 
     def messages(self, reason: str | None = None) -> list[str]:
@@ -164,8 +169,9 @@ def clean_segment(raw: Any, duration: float, report: Report, loc: str, field: st
         report.add("clipped_start", loc, field, f"start {s:.10g} < 0 set to 0")
         s = 0.0
     if e > duration:
-        report.add("clipped_end", loc, field,
-                   f"end {e:.10g} > duration {duration:.10g} set to {duration:.10g}")
+        report.add(
+            "clipped_end", loc, field, f"end {e:.10g} > duration {duration:.10g} set to {duration:.10g}"
+        )
         e = duration
     if e <= s:
         report.add("empty_segment", loc, field, f"[{s:.10g}, {e:.10g}] has zero length")
@@ -216,8 +222,10 @@ def validate_sample(sample: Mapping[str, Any]) -> None:
     if not isinstance(segs, list):
         raise ValueError(f"field 'segments': {segs!r} is not a list")
     for i, seg in enumerate(segs):
-        ok = isinstance(seg, (list, tuple)) and len(seg) == 2 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in seg
+        ok = (
+            isinstance(seg, (list, tuple))
+            and len(seg) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in seg)
         )
         if not ok:
             raise ValueError(f"field 'segments[{i}]': {seg!r} is not a [start, end] pair of numbers")
@@ -243,8 +251,11 @@ def validate_sample(sample: Mapping[str, Any]) -> None:
     elif task == "gvqa":
         _check_str(sample, "question")
         opts = sample["options"]
-        if (not isinstance(opts, list) or not 2 <= len(opts) <= len(OPTION_LETTERS)
-                or not all(isinstance(x, str) for x in opts)):
+        if (
+            not isinstance(opts, list)
+            or not 2 <= len(opts) <= len(OPTION_LETTERS)
+            or not all(isinstance(x, str) for x in opts)
+        ):
             raise ValueError(f"field 'options': needs a list of 2..{len(OPTION_LETTERS)} strings")
         letters = OPTION_LETTERS[: len(opts)]
         if not isinstance(sample["answer"], str) or sample["answer"] not in letters or not sample["answer"]:

@@ -24,9 +24,11 @@ Converter = Callable[[list[str], Context], None]
 FORMATS: dict[str, Converter] = {
     "charades_sta": charades_sta.convert,
     "activitynet_captions_tg": functools.partial(
-        activitynet_captions.convert, task="tg", dataset="activitynet_captions"),
+        activitynet_captions.convert, task="tg", dataset="activitynet_captions"
+    ),
     "activitynet_captions_dtg": functools.partial(
-        activitynet_captions.convert, task="dtg", dataset="activitynet_captions"),
+        activitynet_captions.convert, task="dtg", dataset="activitynet_captions"
+    ),
     "qvhighlights": qvhighlights.convert,
     "nextgqa": nextgqa.convert,
     "activitynet13": functools.partial(detection.convert, dataset="activitynet13"),
@@ -36,8 +38,14 @@ FORMATS: dict[str, Converter] = {
 }
 
 FORMAT_TASKS = {
-    "charades_sta": "tg", "activitynet_captions_tg": "tg", "activitynet_captions_dtg": "dtg",
-    "qvhighlights": "vhd", "nextgqa": "gvqa", "activitynet13": "tal", "hacs": "tal", "thumos14": "tal",
+    "charades_sta": "tg",
+    "activitynet_captions_tg": "tg",
+    "activitynet_captions_dtg": "dtg",
+    "qvhighlights": "vhd",
+    "nextgqa": "gvqa",
+    "activitynet13": "tal",
+    "hacs": "tal",
+    "thumos14": "tal",
     "youcook2": "dtg",
 }
 

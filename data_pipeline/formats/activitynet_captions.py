@@ -36,8 +36,9 @@ def convert_captions(
             continue
         stamps, sents = rec["timestamps"], rec["sentences"]
         if len(stamps) != len(sents):
-            ctx.report.add("length_mismatch", loc, "timestamps",
-                           f"{len(stamps)} timestamps but {len(sents)} sentences")
+            ctx.report.add(
+                "length_mismatch", loc, "timestamps", f"{len(stamps)} timestamps but {len(sents)} sentences"
+            )
             continue
         video = ctx.video(vid)
         pairs = []
@@ -48,15 +49,34 @@ def convert_captions(
                 pairs.append((k, text, seg))
         if task == "tg":
             for k, text, seg in pairs:
-                ctx.emit({"id": f"{video}#{k}", "task": "tg", "video": video, "duration": duration,
-                          "segments": [seg], "query": text, "source": source}, f"{loc}.sentences[{k}]")
+                ctx.emit(
+                    {
+                        "id": f"{video}#{k}",
+                        "task": "tg",
+                        "video": video,
+                        "duration": duration,
+                        "segments": [seg],
+                        "query": text,
+                        "source": source,
+                    },
+                    f"{loc}.sentences[{k}]",
+                )
         else:
             if not pairs:
                 ctx.report.add("no_segments", loc, "timestamps", "no (sentence, segment) pair left")
                 continue
-            ctx.emit({"id": video, "task": "dtg", "video": video, "duration": duration,
-                      "segments": [p[2] for p in pairs], "queries": [p[1] for p in pairs],
-                      "source": source}, loc)
+            ctx.emit(
+                {
+                    "id": video,
+                    "task": "dtg",
+                    "video": video,
+                    "duration": duration,
+                    "segments": [p[2] for p in pairs],
+                    "queries": [p[1] for p in pairs],
+                    "source": source,
+                },
+                loc,
+            )
 
 
 def convert(paths: list[str], ctx: Context, *, task: str, dataset: str) -> None:

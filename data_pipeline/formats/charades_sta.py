@@ -40,8 +40,18 @@ def _emit(ctx: Context, vid: str, k: int, text: str, seg_raw: list, durations, l
     if seg is None:
         return
     video = ctx.video(vid)
-    ctx.emit({"id": f"{video}#{k}", "task": "tg", "video": video, "duration": duration, "segments": [seg],
-              "query": text, "source": source}, loc)
+    ctx.emit(
+        {
+            "id": f"{video}#{k}",
+            "task": "tg",
+            "video": video,
+            "duration": duration,
+            "segments": [seg],
+            "query": text,
+            "source": source,
+        },
+        loc,
+    )
 
 
 def _source(ctx: Context, path: str, csvs: list[str]) -> str:
@@ -105,8 +115,10 @@ def convert(paths: list[str], ctx: Context) -> None:
             continue
         if kind == "txt":
             if durations is None:
-                raise InputError(f"{path}: the Charades-STA txt needs the Charades csv (id, ..., length) "
-                                 "for durations: pass it in --input too")
+                raise InputError(
+                    f"{path}: the Charades-STA txt needs the Charades csv (id, ..., length) "
+                    "for durations: pass it in --input too"
+                )
             _convert_txt(path, ctx, durations, _source(ctx, path, csvs))
         elif kind == "json":
             data = load_json(path)
@@ -117,6 +129,7 @@ def convert(paths: list[str], ctx: Context) -> None:
             else:
                 split = ctx.split or infer_split(path)
                 activitynet_captions.convert_captions(
-                    data, path, ctx, task="tg", dataset=DATASET, split=split)
+                    data, path, ctx, task="tg", dataset=DATASET, split=split
+                )
         else:
             raise InputError(f"{path}: charades_sta expects .txt + .csv or .json inputs, got {kind}")

@@ -30,8 +30,16 @@ def normalize_split(split: str | None) -> str | None:
 
 
 def emit_video(
-    ctx: Context, vid: str, duration_raw: Any, annotations: Any, loc: str, *, dataset: str, subset: str,
-    ambiguous: tuple[str, ...] = (), ann_locs: list[str] | None = None,
+    ctx: Context,
+    vid: str,
+    duration_raw: Any,
+    annotations: Any,
+    loc: str,
+    *,
+    dataset: str,
+    subset: str,
+    ambiguous: tuple[str, ...] = (),
+    ann_locs: list[str] | None = None,
 ) -> None:
     """Group one video's annotations by class and emit one tal sample per class.
 
@@ -66,8 +74,18 @@ def emit_video(
         if not segs:
             ctx.report.add("no_segments", loc, "annotations", f"class {label!r} has no valid instance left")
             continue
-        ctx.emit({"id": f"{video}#{label}", "task": "tal", "video": video, "duration": duration,
-                  "segments": sorted(segs), "action": label, "source": f"{dataset}:{subset}"}, loc)
+        ctx.emit(
+            {
+                "id": f"{video}#{label}",
+                "task": "tal",
+                "video": video,
+                "duration": duration,
+                "segments": sorted(segs),
+                "action": label,
+                "source": f"{dataset}:{subset}",
+            },
+            loc,
+        )
 
 
 def _subsets_from_csv(paths: list[str]) -> dict[str, str]:
@@ -109,8 +127,9 @@ def convert(paths: list[str], ctx: Context, *, dataset: str) -> None:
                 if split is not None and subset != split:
                     ctx.report.add("other_split", loc, "subset", f"{subset!r} is not {split!r}")
                     continue
-                emit_video(ctx, vid, rec.get("duration"), rec.get("annotations"), loc, dataset=dataset,
-                           subset=subset)
+                emit_video(
+                    ctx, vid, rec.get("duration"), rec.get("annotations"), loc, dataset=dataset, subset=subset
+                )
         else:  # BSN / BMN layout
             if split is not None and not subsets:
                 raise InputError(f"{path}: --split needs the video info csv (video, subset) for this layout")

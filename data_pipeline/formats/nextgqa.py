@@ -33,8 +33,10 @@ def convert(paths: list[str], ctx: Context) -> None:
     jsons = [p for p, k in kinds.items() if k == "json"]
     other = [p for p, k in kinds.items() if k not in ("csv", "json")]
     if other or not csvs or not jsons:
-        raise InputError("nextgqa expects the QA csv(s) and the grounding gsub_*.json file(s) in --input, "
-                         f"got {len(csvs)} csv, {len(jsons)} json, other: {other}")
+        raise InputError(
+            "nextgqa expects the QA csv(s) and the grounding gsub_*.json file(s) in --input, "
+            f"got {len(csvs)} csv, {len(jsons)} json, other: {other}"
+        )
     grounding: dict[str, tuple[dict, str]] = {}
     for path in jsons:
         data = load_json(path)
@@ -60,8 +62,12 @@ def convert(paths: list[str], ctx: Context) -> None:
             gloc = where(gpath, key=vid)
             location = rec.get("location") if isinstance(rec, dict) else None
             if not isinstance(location, dict) or qid not in location:
-                ctx.report.add("missing_field", loc, f"location[{qid}]",
-                               f"question {qid} of video {vid} has no grounding in {gpath}")
+                ctx.report.add(
+                    "missing_field",
+                    loc,
+                    f"location[{qid}]",
+                    f"question {qid} of video {vid} has no grounding in {gpath}",
+                )
                 continue
             used.add((vid, qid))
             question = clean_text(row["question"], ctx.report, loc, "question")
@@ -80,8 +86,12 @@ def convert(paths: list[str], ctx: Context) -> None:
                 ctx.report.add("answer_not_in_options", loc, "answer", f"{answer!r} is none of {options}")
                 continue
             if len(hits) > 1:
-                ctx.report.add("ambiguous_answer", loc, "answer",
-                               f"{answer!r} equals options {[OPTION_LETTERS[i] for i in hits]}")
+                ctx.report.add(
+                    "ambiguous_answer",
+                    loc,
+                    "answer",
+                    f"{answer!r} equals options {[OPTION_LETTERS[i] for i in hits]}",
+                )
                 continue
             duration = clean_duration(rec.get("duration"), ctx.report, gloc)
             if duration is None:
@@ -91,9 +101,17 @@ def convert(paths: list[str], ctx: Context) -> None:
                 ctx.report.add("no_segments", loc, f"location[{qid}]", "no valid evidence interval left")
                 continue
             video = ctx.video(vid)
-            sample = {"id": f"{video}_{qid}", "task": "gvqa", "video": video, "duration": duration,
-                      "segments": segs, "question": question, "options": options,
-                      "answer": OPTION_LETTERS[hits[0]], "source": source}
+            sample = {
+                "id": f"{video}_{qid}",
+                "task": "gvqa",
+                "video": video,
+                "duration": duration,
+                "segments": segs,
+                "question": question,
+                "options": options,
+                "answer": OPTION_LETTERS[hits[0]],
+                "source": source,
+            }
             if row.get("type"):
                 sample["qtype"] = row["type"]
             ctx.emit(sample, loc)
@@ -101,5 +119,9 @@ def convert(paths: list[str], ctx: Context) -> None:
         location = rec.get("location") if isinstance(rec, dict) else None
         for qid in location or {}:
             if (vid, qid) not in used:
-                ctx.report.add("unused_grounding", where(gpath, key=f"{vid}.location.{qid}"), "qid",
-                               "no csv row asks this question")
+                ctx.report.add(
+                    "unused_grounding",
+                    where(gpath, key=f"{vid}.location.{qid}"),
+                    "qid",
+                    "no csv row asks this question",
+                )

@@ -64,8 +64,15 @@ def convert(paths: list[str], ctx: Context) -> None:
                 ctx.report.add("no_segments", loc, "relevant_windows", "no valid window left")
                 continue
             video = ctx.video(vid)
-            sample = {"id": str(qid), "task": "vhd", "video": video, "duration": duration, "segments": segs,
-                      "query": query, "source": source}
+            sample = {
+                "id": str(qid),
+                "task": "vhd",
+                "video": video,
+                "duration": duration,
+                "segments": segs,
+                "query": query,
+                "source": source,
+            }
             for k in KEEP:
                 if k in rec:
                     sample[k] = rec[k]

@@ -89,9 +89,11 @@ def convert(paths: list[str], ctx: Context) -> None:
         else:
             raise InputError(f"{p}:1: unrecognised THUMOS14 csv header {sorted(header)}")
     if not duration_csvs:
-        raise InputError("thumos14 needs a durations csv in --input (video,fps,count as in "
-                         "test_video_info.csv, or video-name,video-duration as in "
-                         "thumos14_test_groundtruth.csv)")
+        raise InputError(
+            "thumos14 needs a durations csv in --input (video,fps,count as in "
+            "test_video_info.csv, or video-name,video-duration as in "
+            "thumos14_test_groundtruth.csv)"
+        )
     durations = _durations(duration_csvs, ctx.report)
 
     # video -> split, annotations and their locations; every source is gathered first, then emitted sorted.
@@ -108,8 +110,13 @@ def convert(paths: list[str], ctx: Context) -> None:
 
     for path in instance_csvs:
         for line, row in iter_csv(path, ("video", "type", "start", "end")):
-            add(row["video"], _split_of_video(row["video"]), row["type"], [row["start"], row["end"]],
-                where(path, line))
+            add(
+                row["video"],
+                _split_of_video(row["video"]),
+                row["type"],
+                [row["start"], row["end"]],
+                where(path, line),
+            )
     txts = [p for p, k in kinds.items() if k in ("txt", "dir")]
     for path in _evalkit_files(txts):
         name = os.path.basename(path)
@@ -135,8 +142,13 @@ def convert(paths: list[str], ctx: Context) -> None:
             vsplit = _norm_split(str(rec.get("subset"))) if isinstance(rec, dict) else "unspecified"
             for i, ann in enumerate(anns if isinstance(anns, list) else []):
                 ann = ann if isinstance(ann, dict) else {}
-                add(vid, vsplit, ann.get("label"), ann.get("segment"),
-                    where(path, key=f"database.{vid}.annotations[{i}]"))
+                add(
+                    vid,
+                    vsplit,
+                    ann.get("label"),
+                    ann.get("segment"),
+                    where(path, key=f"database.{vid}.annotations[{i}]"),
+                )
     unknown = [p for p, k in kinds.items() if k not in ("csv", "txt", "dir", "json")]
     if unknown:
         raise InputError(f"thumos14: unsupported input(s) {unknown}")
@@ -152,8 +164,21 @@ def convert(paths: list[str], ctx: Context) -> None:
                 ctx.report.add("ambiguous_excluded", loc, "label", f"{a['label']!r} instance excluded")
             continue
         if vid not in durations:
-            ctx.report.add("unknown_video", locs[0], "video",
-                           f"{vid!r} has no duration in the durations csv ({len(anns)} instances dropped)")
+            ctx.report.add(
+                "unknown_video",
+                locs[0],
+                "video",
+                f"{vid!r} has no duration in the durations csv ({len(anns)} instances dropped)",
+            )
             continue
-        emit_video(ctx, vid, durations[vid], anns, locs[0], dataset=DATASET, subset=v["split"],
-                   ambiguous=(AMBIGUOUS,), ann_locs=locs)
+        emit_video(
+            ctx,
+            vid,
+            durations[vid],
+            anns,
+            locs[0],
+            dataset=DATASET,
+            subset=v["split"],
+            ambiguous=(AMBIGUOUS,),
+            ann_locs=locs,
+        )
