@@ -12,9 +12,9 @@ Record features (one record per video):
 
 Each shard ``frames-<run>-<k>.tfrecord`` has its index ``frames-<run>-<k>.index.jsonl`` written after the
 shard is complete, one line per video: ``{"video", "shard", "offset", "length", "num_frames", "duration",
-"width", "height", "source_fps", "fps", "max_frames", "path"}`` (``offset`` / ``length`` locate the serialized example
-inside the shard, so one video is read without scanning the file). The union of the ``*.index.jsonl`` files of
-a directory is its index; a shard without its index file is unfinished and ignored.
+"width", "height", "source_fps", "fps", "max_frames", "path"}`` (``offset`` / ``length`` locate the serialized
+example inside the shard, so one video is read without scanning the file). The union of the ``*.index.jsonl``
+files of a directory is its index; a shard without its index file is unfinished and ignored.
 """
 
 from __future__ import annotations

@@ -40,12 +40,14 @@ Batch keys (B = batch_size, L = prompt bucket, N = vision bucket in 14x14x2 patc
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import hashlib
 import json
 import logging
 import math
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -175,6 +177,17 @@ class _TfdsSource:
     def load(self, v: _Video) -> tuple[list[bytes], np.ndarray]:
         ex = self.source[int(v.locator)]
         return list(ex["frames"]), np.asarray(ex["frame_times"], np.float32)
+
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_streams() -> None:
+    # A tf.data iterator whose generator / numpy_function threads outlive the interpreter's finalization can
+    # hang the exit: close every stream while Python is still fully alive.
+    for s in list(_LIVE):
+        s.close()
 
 
 def _fingerprint(parts: Any) -> str:
@@ -345,6 +358,7 @@ class Stream:
             self._position0 = int(state["position"])
         self._position = self._position0
         self._iter: Iterator | None = None
+        _LIVE.add(self)
         self.num_samples = len(self.samples)
         self.samples_per_task = {t: int(len(self.by_task[k])) for k, t in enumerate(schema.TASKS)}
 
@@ -666,6 +680,21 @@ class Stream:
         last = int(batch["position"][-1])
         self._position = ((last - self.process_index) // self.process_count + 1) * self.process_count
         return batch
+
+    def close(self) -> None:
+        """Stop the background tf.data work (also done at interpreter exit)."""
+        it, self._iter = self._iter, None
+        if it is not None:
+            del it
+            import gc
+
+            gc.collect()
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def state(self) -> dict[str, Any]:
         """Resume point after the batches handed out so far (global positions, valid across host counts)."""

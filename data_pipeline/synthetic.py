@@ -80,3 +80,109 @@ def truncate_file(src: str, dst: str, fraction: float = 0.5) -> None:
         data = f.read()
     with open(dst, "wb") as f:
         f.write(data[: int(len(data) * fraction)])
+
+
+def make_dataset(
+    root: str,
+    *,
+    num_videos: int = 6,
+    min_seconds: float = 4.0,
+    max_seconds: float = 10.0,
+    width: int = 64,
+    height: int = 48,
+    video_fps: float = 10.0,
+    extract_fps: float = 2.0,
+    max_frames: int = 448,
+    seed: int = 0,
+    tokenizer: bool = True,
+) -> dict[str, str]:
+    """A complete tiny dataset, fully offline: videos, extracted frames, samples of all five tasks, tokenizer.
+
+    Writes ``root/videos/syn<i>.mp4``, ``root/frames/`` (``extract_frames`` output), ``root/samples.jsonl``
+    (per video one tg, dtg, vhd, gvqa and tal sample) and, with ``tokenizer``, ``root/tokenizer`` (the tiny
+    tokenizer). Returns their paths under the keys ``videos``, ``frames``, ``samples``, ``tokenizer``.
+    """
+    import os
+
+    from data_pipeline import extract_frames
+    from data_pipeline.schema import dumps, validate_sample
+
+    rng = np.random.default_rng(seed)
+    vdir, fdir = os.path.join(root, "videos"), os.path.join(root, "frames")
+    os.makedirs(vdir, exist_ok=True)
+    samples = []
+    for i in range(num_videos):
+        vid = f"syn{i}"
+        n = int(round(float(rng.uniform(min_seconds, max_seconds)) * video_fps))
+        n = min(n, 256)
+        write_video(
+            os.path.join(vdir, vid + ".mp4"), seconds=n / video_fps, fps=video_fps, width=width, height=height
+        )
+        d = n / video_fps
+        a = round(d * float(rng.uniform(0.1, 0.3)), 2)
+        b = round(a + d * float(rng.uniform(0.1, 0.3)), 2)
+        c = round(b + d * float(rng.uniform(0.1, 0.3)), 2)
+        src = "synthetic:train"
+        samples += [
+            {
+                "id": f"{vid}#0",
+                "task": "tg",
+                "video": vid,
+                "duration": d,
+                "segments": [[a, b]],
+                "query": "the left half of the picture gets brighter",
+                "source": src,
+            },
+            {
+                "id": vid,
+                "task": "dtg",
+                "video": vid,
+                "duration": d,
+                "segments": [[0.0, a], [a, c]],
+                "queries": ["the picture is dark", "the picture brightens"],
+                "source": src,
+            },
+            {
+                "id": f"{vid}_vhd",
+                "task": "vhd",
+                "video": vid,
+                "duration": d,
+                "segments": [[a, b], [b, c]],
+                "query": "bright frames",
+                "source": src,
+            },
+            {
+                "id": f"{vid}_q",
+                "task": "gvqa",
+                "video": vid,
+                "duration": d,
+                "segments": [[a, c]],
+                "question": "which half of the picture changes fastest?",
+                "options": ["left", "right", "neither"],
+                "answer": "A",
+                "source": src,
+            },
+            {
+                "id": f"{vid}#Brightening",
+                "task": "tal",
+                "video": vid,
+                "duration": d,
+                "segments": [[0.0, a], [b, c]],
+                "action": "Brightening",
+                "source": src,
+            },
+        ]
+    path = os.path.join(root, "samples.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        for s in samples:
+            validate_sample(s)
+            f.write(dumps(s) + "\n")
+    settings = extract_frames.Settings(fps=extract_fps, max_frames=max_frames)
+    with open(os.devnull, "w") as quiet:
+        extract_frames.run(extract_frames.list_videos(vdir), fdir, settings, progress=False, log=quiet)
+    out = {"videos": vdir, "frames": fdir, "samples": path}
+    if tokenizer:
+        from data_pipeline.tiny_tokenizer import build_tiny_tokenizer
+
+        out["tokenizer"] = build_tiny_tokenizer(os.path.join(root, "tokenizer"))
+    return out
