@@ -144,25 +144,30 @@ class _ShardSource:
 
 
 class _TfdsSource:
-    """Frames and samples from the ``tempr1_temporal`` TFDS dataset (array_record random access)."""
+    """Samples and frames from the ``tempr1_temporal`` TFDS dataset (random access by record offsets)."""
 
     def __init__(self, name: str, data_dir: str, split: str) -> None:
         import tensorflow_datasets as tfds
 
-        from data_pipeline import tfds_builder  # noqa: F401 - registers the builder
+        from data_pipeline import tfds_builder
 
         builder = tfds.builder(name, data_dir=data_dir or None)
-        self.source = builder.as_data_source(split=split)
-        meta = builder.info.metadata or {}
-        rows = meta.get("rows", {}).get(split)
+        if split not in builder.info.splits:
+            raise ValueError(
+                f"TFDS {name} in {data_dir}: no split {split!r} (has {list(builder.info.splits)})"
+            )
+        rows = (builder.info.metadata or {}).get("rows", {}).get(split)
         if rows is None:
             raise ValueError(f"TFDS {name} ({data_dir}) has no row metadata for split {split!r}")
+        self.locations = tfds_builder.record_locations(builder, split)
+        if len(self.locations) != len(rows):
+            raise ValueError(
+                f"TFDS {name} split {split}: {len(self.locations)} records, {len(rows)} metadata rows"
+            )
         self.samples = [json.loads(r["sample"]) for r in rows]
         self.videos = {}
-        self.row_video = []
         for i, r in enumerate(rows):
             vid = self.samples[i]["video"]
-            self.row_video.append(vid)
             if vid not in self.videos:
                 self.videos[vid] = _Video(
                     vid,
@@ -173,10 +178,15 @@ class _TfdsSource:
                     float(r["fps"]),
                     i,
                 )
+        self._reader = records.RecordReader()
 
     def load(self, v: _Video) -> tuple[list[bytes], np.ndarray]:
-        ex = self.source[int(v.locator)]
-        return list(ex["frames"]), np.asarray(ex["frame_times"], np.float32)
+        # The builder's serialized_info stores frames as a JPEG bytes list and frame_times as a float list
+        # (tf.train.Example), so the JPEG bytes are taken as they are, with no image decoding by TFDS.
+        import tensorflow as tf
+
+        fm = tf.train.Example.FromString(self._reader.read(*self.locations[int(v.locator)])).features.feature
+        return list(fm["frames"].bytes_list.value), np.asarray(fm["frame_times"].float_list.value, np.float32)
 
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
