@@ -6,7 +6,8 @@ Build it from the outputs of the two commands (``convert`` samples files, one pe
     python -m data_pipeline.tfds_builder --samples train.jsonl val.jsonl --frames /data/frames \\
         --data-dir /data/tfds
 
-or put them in a manual directory laid out as ``<manual_dir>/samples/<split>.jsonl`` + ``<manual_dir>/frames/``
+or put them in a manual directory laid out as ``<manual_dir>/samples/<split>.jsonl`` +
+``<manual_dir>/frames/``
 and call ``tfds.builder("tempr1_temporal", data_dir=...).download_and_prepare(download_config=
 tfds.download.DownloadConfig(manual_dir=...))``. Then::
 
@@ -14,12 +15,12 @@ tfds.download.DownloadConfig(manual_dir=...))``. Then::
     ds = tfds.load("tempr1_temporal", split="train", data_dir="/data/tfds")    # frames decoded to uint8
 
 One example per sample (a video's frames are stored with each of its samples: simple and self-contained, at
-the cost of repeating a video used by several samples), in TFRecord files. Features: ``id``, ``task``, ``video``, ``duration``
-(s), ``segments`` [K, 2] (s), ``sample`` (the full JSON record), ``frames`` (JPEG images), ``frame_times``
-[T] (s), ``fps`` (the extraction rate). Examples keep the samples file order (no shuffling), and the
-metadata (``info.metadata["rows"][split]``) lists each row's sample and frame sizes so that the training
-stream (``config.tfds_name``) plans buckets without reading frames; it reads rows by random access from the
-record offsets (``record_locations``: headers only).
+the cost of repeating a video used by several samples), in TFRecord files. Features: ``id``, ``task``,
+``video``, ``duration`` (s), ``segments`` [K, 2] (s), ``sample`` (the full JSON record), ``frames`` (JPEG
+images), ``frame_times`` [T] (s), ``fps`` (the extraction rate). Examples keep the samples file order (no
+shuffling), and the metadata (``info.metadata["rows"][split]``) lists each row's sample and frame sizes so
+that the training stream (``config.tfds_name``) plans buckets without reading frames; it reads rows by random
+access from the record offsets (``record_locations``: headers only).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class Tempr1Temporal(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Unified samples (SPEC section 6) + JPEG frames from extract_frames."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "Put one samples JSONL per split in <manual_dir>/samples/<split>.jsonl (python -m data_pipeline.convert) "
+        "Put one samples JSONL per split in <manual_dir>/samples/<split>.jsonl "
+        "(python -m data_pipeline.convert) "
         "and the frames directory in <manual_dir>/frames (python -m data_pipeline.extract_frames)."
     )
 
@@ -107,7 +109,8 @@ class Tempr1Temporal(tfds.core.GeneratorBasedBuilder):
             missing = len(samples) - len(rows)
             if missing:
                 print(
-                    f"tempr1_temporal: split {split}: {missing} of {len(samples)} samples skipped (video not in "
+                    f"tempr1_temporal: split {split}: {missing} of {len(samples)} samples skipped "
+                    "(video not in "
                     f"{fdir})",
                     file=sys.stderr,
                 )
@@ -142,7 +145,7 @@ class Tempr1Temporal(tfds.core.GeneratorBasedBuilder):
 
 
 def build(samples: dict[str, str], frames_dir: str, data_dir: str) -> tfds.core.DatasetBuilder:
-    """Build ``tempr1_temporal`` into ``data_dir`` from ``{split: samples.jsonl}`` + an extract_frames directory."""
+    """Build ``tempr1_temporal`` into ``data_dir`` from ``{split: samples.jsonl}`` + an extract_frames dir."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as manual:

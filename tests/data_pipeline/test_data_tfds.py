@@ -1,4 +1,4 @@
-"""The tempr1_temporal TFDS builder: tfds.load works, and the stream reads TFDS exactly like the raw shards."""
+"""The tempr1_temporal TFDS builder: tfds.load works; the stream reads TFDS exactly like the raw shards."""
 
 from __future__ import annotations
 
