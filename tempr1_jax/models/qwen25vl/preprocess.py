@@ -140,8 +140,8 @@ def video_resize_target(
     """Per-frame (h, w) for a video of ``num_frames`` frames of ``height x width`` under a total-pixel budget.
 
     With TempR1's settings (min 16*28*28, max 768*28*28, total 3584*28*28) a video yields at most 3584 LLM
-    tokens for ordinary aspect ratios (the min_pixels floor can exceed the budget only for extreme ones, as
-    upstream).
+    tokens when its frames are at least min_pixels in area; smaller frames are scaled up with ceil and extreme
+    aspect ratios hit the 28-px floor, which can overshoot slightly, exactly as upstream qwen-vl-utils does.
     """
     cap = video_max_pixels_per_frame(
         num_frames, min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels
@@ -195,10 +195,13 @@ def resize_frames(frames: np.ndarray, height: int, width: int, *, chunk: int = 1
     out = np.empty((t, height, width, 3), np.uint8)
     for s in range(0, t, chunk):
         x = frames[s : s + chunk].astype(np.float32)
-        x = np.einsum("thwc,ow->thoc", x, ww)
+        n = x.shape[0]
+        # Width pass as one GEMM: [n, H, 3, W] @ [W, w] -> [n, H, 3, w], rounded to uint8 levels like PIL.
+        x = (x.transpose(0, 1, 3, 2).reshape(-1, w_in) @ ww.T).reshape(n, h_in, 3, width)
         x = np.clip(np.rint(x), 0, 255)
-        x = np.einsum("thwc,oh->towc", x, wh)
-        out[s : s + chunk] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        # Height pass: [n, 3, w, H] @ [H, h] -> [n, 3, w, h] -> [n, h, w, 3].
+        x = (x.transpose(0, 2, 3, 1).reshape(-1, h_in) @ wh.T).reshape(n, 3, width, height)
+        out[s : s + chunk] = np.clip(np.rint(x), 0, 255).astype(np.uint8).transpose(0, 3, 2, 1)
     return out
 
 
@@ -218,8 +221,15 @@ def _patchify(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     t2, h, w, c = frames.shape
     gt, gh, gw = t2 // TEMPORAL_PATCH_SIZE, h // PATCH_SIZE, w // PATCH_SIZE
     x = frames.reshape(
-        gt, TEMPORAL_PATCH_SIZE, gh // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE,
-        gw // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE, c,
+        gt,
+        TEMPORAL_PATCH_SIZE,
+        gh // MERGE_SIZE,
+        MERGE_SIZE,
+        PATCH_SIZE,
+        gw // MERGE_SIZE,
+        MERGE_SIZE,
+        PATCH_SIZE,
+        c,
     )
     # (t, tp, bh, ih, ph, bw, iw, pw, c) -> (t, bh, bw, ih, iw, c, tp, ph, pw)
     x = x.transpose(0, 2, 5, 3, 6, 8, 1, 4, 7)
