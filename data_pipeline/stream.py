@@ -538,25 +538,28 @@ class Stream:
         return out, vi.grid_thw.astype(np.int32), np.float32(vi.second_per_grid_ts)
 
     def _decode(self, jpegs, hw, ratio):
+        """JPEG frames -> uint8 [T, h, w, 3]: decoded (DCT-scaled by ``ratio``) and resized one frame at a time,
+        so the full-size frames of a video never sit in memory together."""
         tf = self.tf
+        resize = self.config.resize == "tf"
 
         def dec(r):
-            def f():
-                return tf.map_fn(
-                    lambda b: tf.io.decode_jpeg(b, channels=3, ratio=r),
-                    jpegs,
-                    fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
-                    parallel_iterations=4,
-                )
+            def one(b):
+                img = tf.io.decode_jpeg(b, channels=3, ratio=r)
+                if resize:
+                    img = tf.image.resize(img, hw, method="bicubic", antialias=True)
+                    img = tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
+                return img
 
-            return f
+            return lambda: tf.map_fn(
+                one,
+                jpegs,
+                fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+                parallel_iterations=4,
+            )
 
         idx = tf.cast(tf.math.log(tf.cast(ratio, tf.float32)) / math.log(2.0) + 0.5, tf.int32)
-        imgs = tf.switch_case(idx, [dec(1), dec(2), dec(4), dec(8)])
-        if self.config.resize == "numpy":
-            return imgs
-        out = tf.image.resize(imgs, hw, method="bicubic", antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
+        return tf.switch_case(idx, [dec(1), dec(2), dec(4), dec(8)])
 
     def _load(self, elem):
         tf = self.tf
