@@ -303,6 +303,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status."""
     args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF writes the shards: keep its start-up chatter out
     err = sys.stderr
     try:
         if args.fps <= 0 or args.max_frames < 1 or args.max_pixels < 0 or not 2 <= args.jpeg_qscale <= 31:

@@ -538,7 +538,7 @@ class Stream:
         return out, vi.grid_thw.astype(np.int32), np.float32(vi.second_per_grid_ts)
 
     def _decode(self, jpegs, hw, ratio):
-        """JPEG frames -> uint8 [T, h, w, 3]: decoded (DCT-scaled by ``ratio``) and resized one frame at a time,
+        """JPEG frames -> uint8 [T, h, w, 3]: decoded (DCT-scaled by ``ratio``) and resized frame by frame,
         so the full-size frames of a video never sit in memory together."""
         tf = self.tf
         resize = self.config.resize == "tf"

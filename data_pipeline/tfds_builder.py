@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", required=True, help="extract_frames output directory")
     p.add_argument("--data-dir", required=True, help="TFDS data directory to write")
     args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     splits = {}
     for item in args.samples:
         split, sep, path = item.partition("=")

@@ -289,3 +289,29 @@ def test_missing_and_corrupt_videos(config, data, tmp_path):
     config.missing_videos = "error"
     with pytest.raises(ValueError, match="5 of 10 samples refer to 1 videos missing"):
         stream.make_stream(config)
+
+
+def test_remote_paths_through_tf_gfile(data, tiny_tokenizer_dir):
+    """Frames and samples on a URL filesystem (TF's ram://: the gs:// code path): extract, resume, stream."""
+    out = "ram://bucket/frames"
+    summary = extract_frames.run(
+        extract_frames.list_videos(data["videos"])[:2],
+        out,
+        extract_frames.Settings(),
+        progress=False,
+        videos_per_shard=1,
+    )
+    assert summary["extracted"] == 2 and summary["shards_written"] == 2
+    again = extract_frames.run(
+        extract_frames.list_videos(data["videos"])[:2], out, extract_frames.Settings(), progress=False
+    )
+    assert again["already_done"] == 2 and again["extracted"] == 0
+    keep = [x for x in schema.read_samples(data["samples"]) if x["video"] in ("syn0", "syn1")]
+    schema.write_jsonl("ram://bucket/samples.jsonl", keep)
+    c = stream.default_config()
+    c.samples, c.frames, c.tokenizer = ["ram://bucket/samples.jsonl"], out, tiny_tokenizer_dir
+    c.vision_buckets, c.prompt_buckets, c.max_segments, c.batch_size = (4096,), (2048,), 8, 2
+    c.repeat = False
+    with stream.make_stream(c) as s:
+        got = sorted(x["id"] for b in s for x in stream.batch_samples(b))
+    assert got == sorted(x["id"] for x in keep)
