@@ -1,0 +1,242 @@
+"""Frame sampling and PyAV decoding (numpy + PyAV only: safe to import in worker processes).
+
+Sampling rule (TempR1: 2 fps, at most 448 frames). For a video of ``duration`` seconds the target times are
+``k / fps`` for ``k = 0 .. ceil(duration * fps) - 1``; when that is more than ``max_frames``, ``max_frames``
+times spread uniformly instead: ``k * duration / max_frames``. Each target takes the decoded frame whose
+timestamp is nearest, and the kept frame's own timestamp (seconds from the start of the stream) is recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fractions
+import math
+
+import numpy as np
+
+VIDEO_EXTENSIONS = (
+    ".mp4",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mov",
+    ".m4v",
+    ".flv",
+    ".mpg",
+    ".mpeg",
+    ".3gp",
+    ".wmv",
+    ".ts",
+    ".ogv",
+)
+# A decode that stops before this share of the announced duration (minus one second) is a truncated file.
+TRUNCATION_TOLERANCE = 0.9
+
+
+class VideoError(Exception):
+    """A video that cannot be used: unreadable, corrupt, truncated, or without a video stream."""
+
+
+@dataclasses.dataclass
+class ExtractedVideo:
+    """Frames kept from one video.
+
+    duration: seconds (container / stream metadata, or the decoded length if that is shorter).
+    source_fps: the video's own average frame rate. width, height: size of the stored JPEG frames (px).
+    frame_times: float64 [T] seconds of each kept frame. jpegs: T JPEG-encoded frames.
+    """
+
+    video: str
+    path: str
+    duration: float
+    source_fps: float
+    width: int
+    height: int
+    frame_times: np.ndarray
+    jpegs: list[bytes]
+
+
+def num_sampled(duration: float, fps: float, max_frames: int) -> int:
+    """Number of target times for a ``duration``-second video at ``fps`` with at most ``max_frames``."""
+    if not (duration > 0 and math.isfinite(duration)):
+        raise ValueError(f"duration must be a positive number of seconds, got {duration}")
+    if not (fps > 0 and math.isfinite(fps)):
+        raise ValueError(f"fps must be positive, got {fps}")
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    n = max(1, math.ceil(duration * fps - 1e-6))
+    return min(n, int(max_frames))
+
+
+def sample_times(duration: float, fps: float, max_frames: int) -> np.ndarray:
+    """Target timestamps (float64 seconds, from 0): ``k / fps``, or uniform over the video past the cap."""
+    n = num_sampled(duration, fps, max_frames)
+    if n == max_frames and math.ceil(duration * fps - 1e-6) > max_frames:
+        return np.arange(n, dtype=np.float64) * (duration / n)
+    return np.arange(n, dtype=np.float64) / fps
+
+
+def nearest_indices(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """For each target, the index of the nearest time (``times`` sorted ascending; ties go to the earlier)."""
+    times = np.asarray(times, np.float64)
+    j = np.clip(np.searchsorted(times, targets, side="left"), 1, max(len(times) - 1, 1))
+    if len(times) == 1:
+        return np.zeros(len(targets), np.int64)
+    left, right = times[j - 1], times[j]
+    return np.where(np.abs(targets - left) <= np.abs(right - targets), j - 1, j).astype(np.int64)
+
+
+def select_frames(frame_times: np.ndarray, duration: float, fps: float, max_frames: int) -> np.ndarray:
+    """Indices of stored frames to use at a (lower) ``fps`` / ``max_frames`` than the extraction's.
+
+    Returns all indices when the stored frames are no more than the target count (never duplicates frames),
+    else the frame nearest to each target time. The count is ``min(num_sampled(...), len(frame_times))``.
+    """
+    n = len(frame_times)
+    want = num_sampled(duration, fps, max_frames)
+    if want >= n:
+        return np.arange(n, dtype=np.int64)
+    return nearest_indices(np.asarray(frame_times, np.float64), sample_times(duration, fps, max_frames))
+
+
+def output_size(width: int, height: int, max_pixels: int | None) -> tuple[int, int]:
+    """Stored frame size: the source size scaled down (aspect kept) to at most ``max_pixels``; even sides."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"bad frame size {width}x{height}")
+    w, h = float(width), float(height)
+    if max_pixels and width * height > max_pixels:
+        scale = math.sqrt(max_pixels / (width * height))
+        w, h = width * scale, height * scale
+    return max(2, int(w) // 2 * 2), max(2, int(h) // 2 * 2)
+
+
+def _probe_duration(container, stream) -> float | None:
+    """Duration from the stream, else the container, else by demuxing every packet (no decoding)."""
+    tb = stream.time_base
+    if stream.duration is not None and tb is not None and stream.duration > 0:
+        return float(stream.duration * tb)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / 1_000_000.0
+    end = None
+    for packet in container.demux(stream):
+        if packet.pts is not None and packet.time_base is not None:
+            t = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+            end = t if end is None else max(end, t)
+    container.seek(0)
+    return end
+
+
+def _jpeg_encoder(width: int, height: int, qscale: int):
+    import av
+
+    ctx = av.CodecContext.create("mjpeg", "w")
+    ctx.width, ctx.height = width, height
+    ctx.pix_fmt = "yuvj420p"
+    ctx.time_base = fractions.Fraction(1, 25)
+    ctx.qmin = ctx.qmax = int(qscale)
+    return ctx
+
+
+def extract_video(
+    path: str,
+    video: str,
+    *,
+    fps: float = 2.0,
+    max_frames: int = 448,
+    max_pixels: int | None = 602112,
+    jpeg_qscale: int = 3,
+) -> ExtractedVideo:
+    """Decode ``path`` with PyAV and keep the sampled frames as JPEG (see the module docstring).
+
+    max_pixels: stored frames are scaled down to at most this many pixels (None keeps the source size);
+    the default 768 * 28 * 28 is the largest per-frame size Qwen2.5-VL's video budget ever uses.
+    jpeg_qscale: ffmpeg's JPEG quantizer, 2 (best) .. 31. Raises ``VideoError`` for an unusable video.
+    """
+    import av
+
+    if not 2 <= jpeg_qscale <= 31:
+        raise ValueError(f"jpeg_qscale must be in 2..31, got {jpeg_qscale}")
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+        raise VideoError(f"cannot open: {e}") from None
+    try:
+        if not container.streams.video:
+            raise VideoError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        src_w, src_h = stream.codec_context.width, stream.codec_context.height
+        if not src_w or not src_h:
+            raise VideoError(f"video stream has no frame size ({src_w}x{src_h})")
+        rate = stream.average_rate or stream.guessed_rate
+        source_fps = float(rate) if rate else 0.0
+        duration = _probe_duration(container, stream)
+        if duration is None or not duration > 0:
+            raise VideoError("cannot determine the duration (no timestamps)")
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        targets = sample_times(duration, fps, max_frames)
+        out_w, out_h = output_size(src_w, src_h, max_pixels)
+        encoder = _jpeg_encoder(out_w, out_h, jpeg_qscale)
+
+        def encode(frame) -> bytes:
+            packets = encoder.encode(frame.reformat(width=out_w, height=out_h, format="yuvj420p"))
+            return b"".join(bytes(p) for p in packets)
+
+        times: list[float] = []
+        jpegs: list[bytes] = []
+        cached: tuple[int, bytes] | None = None  # (frame ordinal, JPEG): two targets may take one frame
+
+        def keep(item) -> None:
+            nonlocal cached
+            if cached is None or cached[0] != item[0]:
+                cached = (item[0], encode(item[2]))
+            times.append(item[1])
+            jpegs.append(cached[1])
+
+        prev = None  # (ordinal, time, frame) of the previous decoded frame
+        j, ordinal = 0, 0
+        try:
+            for frame in container.decode(stream):
+                if frame.time is not None:
+                    t = float(frame.time) - start
+                elif prev is not None:
+                    t = prev[1] + (1.0 / source_fps if source_fps else 0.0)
+                else:
+                    t = 0.0
+                cur = (ordinal, t, frame)
+                while j < len(targets) and targets[j] <= t:
+                    nearer_prev = prev is not None and targets[j] - prev[1] <= t - targets[j]
+                    keep(prev if nearer_prev else cur)
+                    j += 1
+                prev = cur
+                ordinal += 1
+                if j >= len(targets):
+                    break
+        except av.FFmpegError as e:
+            at = prev[1] if prev is not None else 0.0
+            raise VideoError(f"decoding failed after {ordinal} frames ({at:.2f} s): {e}") from None
+        if prev is None:
+            raise VideoError("no frame could be decoded")
+        if j < len(targets):
+            # Stream ended before the last targets: the last frame is shown for one frame period.
+            end = prev[1] + (1.0 / source_fps if source_fps else 0.0)
+            if end < TRUNCATION_TOLERANCE * duration - 1.0:
+                raise VideoError(f"truncated: frames stop at {end:.2f} s of a {duration:.2f} s video")
+            while j < len(targets) and targets[j] < end:
+                keep(prev)
+                j += 1
+            duration = min(duration, max(end, times[-1] if times else end))
+        if not jpegs:
+            raise VideoError("no frame kept")
+        return ExtractedVideo(
+            video=video,
+            path=str(path),
+            duration=float(duration),
+            source_fps=source_fps,
+            width=out_w,
+            height=out_h,
+            frame_times=np.asarray(times, np.float64),
+            jpegs=jpegs,
+        )
+    finally:
+        container.close()

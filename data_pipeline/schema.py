@@ -1,0 +1,339 @@
+"""The unified samples record (SPEC section 6), the rules for messy annotations, and samples JSONL I/O.
+
+A sample is one JSON object per line::
+
+    {"id": "3MSZA#0", "task": "tg", "video": "3MSZA", "duration": 30.96,
+     "segments": [[24.3, 30.4]], "query": "person turn a light on.", "source": "charades_sta:test"}
+
+Required: ``id`` (unique string), ``task`` (one of ``TASKS``), ``video``, ``duration`` (seconds > 0),
+``segments`` (list of ``[start, end]`` seconds with ``0 <= start < end <= duration``; for ``dtg`` in query
+order), ``source`` (``dataset:split``), plus per task: ``query`` (tg, vhd), ``queries`` (dtg, as many as
+segments), ``question`` / ``options`` / ``answer`` (gvqa; ``answer`` is the letter of the correct option,
+options are lettered A, B, ... in order) and ``action`` (tal). Extra fields are kept as they are.
+
+Messy input rules (``RULES``): every problem found while converting is reported with the file, the line
+(or, for whole-document JSON, the key path) and the field, and counted in the conversion summary. Nothing is
+dropped silently; "fail" problems stop the command with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from data_pipeline import fileio
+
+TASKS = ("tg", "dtg", "vhd", "gvqa", "tal")
+OPTION_LETTERS = "ABCDEFGH"
+REQUIRED_FIELDS = ("id", "task", "video", "duration", "segments", "source")
+TASK_FIELDS = {
+    "tg": ("query",),
+    "dtg": ("queries",),
+    "vhd": ("query",),
+    "gvqa": ("question", "options", "answer"),
+    "tal": ("action",),
+}
+
+# reason -> (action, meaning). Actions: "clip" (value changed, kept), "drop_segment" (one interval removed;
+# for dtg its query goes with it), "drop_sample" (record not written), "skip" (not an error: a record that
+# is not part of the requested output), "fail" (the command stops, exit 2).
+RULES: dict[str, tuple[str, str]] = {
+    "clipped_start": ("clip", "segment start < 0: set to 0"),
+    "clipped_end": ("clip", "segment end > duration: set to the duration"),
+    "bad_segment": ("drop_segment", "segment is not a [start, end] pair of finite numbers"),
+    "reversed_segment": ("drop_segment", "segment start > end"),
+    "segment_after_end": ("drop_segment", "segment starts at or after the end of the video"),
+    "empty_segment": ("drop_segment", "segment has zero length (start == end, after clipping)"),
+    "ambiguous_excluded": ("drop_segment", "THUMOS14 'Ambiguous' instance: not an action class, excluded"),
+    "bad_json": ("drop_sample", "JSONL line is not a JSON object"),
+    "bad_line": ("drop_sample", "text / csv line does not parse"),
+    "missing_field": ("drop_sample", "a required field is absent, empty or of the wrong type"),
+    "missing_duration": ("drop_sample", "duration absent, not a number, or <= 0"),
+    "unknown_video": ("drop_sample", "video id absent from the file that gives durations / grounding"),
+    "length_mismatch": ("drop_sample", "sentences and timestamps lists differ in length"),
+    "answer_not_in_options": ("drop_sample", "the answer text equals none of the options"),
+    "ambiguous_answer": ("drop_sample", "the answer text equals several options"),
+    "no_segments": ("drop_sample", "no valid segment left"),
+    "duplicate_id": ("drop_sample", "id already written by an earlier record (the first one is kept)"),
+    "no_annotations": ("skip", "video without any annotation (e.g. an unlabeled test split)"),
+    "other_split": ("skip", "record belongs to a split not selected with --split"),
+    "unused_grounding": ("skip", "grounding entry without a matching question row"),
+}
+
+
+class InputError(ValueError):
+    """A problem that stops a conversion (the "fail" rule): unreadable file, malformed document, bad usage."""
+
+
+def where(file: str, line: int | None = None, key: str | None = None) -> str:
+    """Location string: ``file:line`` for line-based files, ``file:$.key.path`` for JSON documents."""
+    if line is not None:
+        return f"{file}:{line}"
+    if key is not None:
+        return f"{file}:$.{key}"
+    return str(file)
+
+
+class Report:
+    """Collects every issue met during a conversion; ``summary()`` counts them by reason and action."""
+
+    def __init__(self) -> None:
+        self.issues: list[dict[str, str]] = []
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.records_read = 0
+
+    def add(self, reason: str, loc: str, field: str, message: str) -> None:
+        """Record one issue. ``loc`` from ``where``; ``field`` names the field (``segments[1]``)."""
+        if reason not in RULES:
+            raise KeyError(f"unknown rule {reason!r}")
+        action = RULES[reason][0]
+        self.counts[reason] += 1
+        self.issues.append(
+            {
+                "reason": reason,
+                "action": action,
+                "where": loc,
+                "field": field,
+                "message": f"{loc}: {field}: {message} [{reason} -> {action}]",
+            }
+        )
+
+    def messages(self, reason: str | None = None) -> list[str]:
+        """All messages, or those of one reason."""
+        return [i["message"] for i in self.issues if reason is None or i["reason"] == reason]
+
+    def count_actions(self) -> dict[str, int]:
+        """Issue counts per action (clip / drop_segment / drop_sample / skip)."""
+        out: collections.Counter[str] = collections.Counter()
+        for reason, n in self.counts.items():
+            out[RULES[reason][0]] += n
+        return dict(out)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able summary: counts per reason (with action and meaning) and every message."""
+        return {
+            "records_read": self.records_read,
+            "issues": {
+                r: {"count": n, "action": RULES[r][0], "meaning": RULES[r][1]}
+                for r, n in sorted(self.counts.items())
+            },
+            "actions": self.count_actions(),
+            "messages": self.messages(),
+        }
+
+
+def to_float(value: Any) -> float | None:
+    """A finite float from a number or numeric string, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        v = float(value)
+    elif isinstance(value, str):
+        try:
+            v = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def clean_duration(value: Any, report: Report, loc: str, field: str = "duration") -> float | None:
+    """A positive finite duration in seconds, or None after reporting ``missing_duration``."""
+    d = to_float(value)
+    if d is None or d <= 0:
+        report.add("missing_duration", loc, field, f"duration {value!r} is not a positive number")
+        return None
+    return d
+
+
+def clean_segment(raw: Any, duration: float, report: Report, loc: str, field: str) -> list[float] | None:
+    """Apply the segment rules to one ``[start, end]``: returns the (clipped) pair or None if dropped."""
+    if not isinstance(raw, (list, tuple)) or len(raw) != 2:
+        report.add("bad_segment", loc, field, f"{raw!r} is not a [start, end] pair")
+        return None
+    s, e = to_float(raw[0]), to_float(raw[1])
+    if s is None or e is None:
+        report.add("bad_segment", loc, field, f"{raw!r} has a non-numeric or non-finite bound")
+        return None
+    if s > e:
+        report.add("reversed_segment", loc, field, f"start {s:.10g} > end {e:.10g}")
+        return None
+    if s >= duration:
+        report.add("segment_after_end", loc, field, f"start {s:.10g} >= duration {duration:.10g}")
+        return None
+    if s < 0:
+        report.add("clipped_start", loc, field, f"start {s:.10g} < 0 set to 0")
+        s = 0.0
+    if e > duration:
+        report.add(
+            "clipped_end", loc, field, f"end {e:.10g} > duration {duration:.10g} set to {duration:.10g}"
+        )
+        e = duration
+    if e <= s:
+        report.add("empty_segment", loc, field, f"[{s:.10g}, {e:.10g}] has zero length")
+        return None
+    return [s, e]
+
+
+def clean_segments(
+    raws: Any, duration: float, report: Report, loc: str, field: str = "segments"
+) -> list[list[float]]:
+    """Apply the segment rules to a list of segments (each problem reported with its index)."""
+    if not isinstance(raws, (list, tuple)):
+        report.add("bad_segment", loc, field, f"{raws!r} is not a list of [start, end] pairs")
+        return []
+    out = []
+    for i, raw in enumerate(raws):
+        seg = clean_segment(raw, duration, report, loc, f"{field}[{i}]")
+        if seg is not None:
+            out.append(seg)
+    return out
+
+
+def clean_text(value: Any, report: Report, loc: str, field: str) -> str | None:
+    """A non-empty stripped string, or None after reporting ``missing_field``."""
+    if not isinstance(value, str) or not value.strip():
+        report.add("missing_field", loc, field, f"{value!r} is not a non-empty string")
+        return None
+    return " ".join(value.split())
+
+
+def validate_sample(sample: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the field if ``sample`` breaks the schema (see the module docstring)."""
+    if not isinstance(sample, Mapping):
+        raise ValueError(f"sample is a {type(sample).__name__}, not a JSON object")
+    for f in REQUIRED_FIELDS:
+        if f not in sample:
+            raise ValueError(f"field {f!r} is missing")
+    for f in ("id", "video", "source"):
+        if not isinstance(sample[f], str) or not sample[f]:
+            raise ValueError(f"field {f!r}: {sample[f]!r} is not a non-empty string")
+    task = sample["task"]
+    if task not in TASKS:
+        raise ValueError(f"field 'task': {task!r} is not one of {TASKS}")
+    d = sample["duration"]
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or d <= 0:
+        raise ValueError(f"field 'duration': {d!r} is not a positive number of seconds")
+    segs = sample["segments"]
+    if not isinstance(segs, list):
+        raise ValueError(f"field 'segments': {segs!r} is not a list")
+    for i, seg in enumerate(segs):
+        ok = (
+            isinstance(seg, (list, tuple))
+            and len(seg) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in seg)
+        )
+        if not ok:
+            raise ValueError(f"field 'segments[{i}]': {seg!r} is not a [start, end] pair of numbers")
+        if not 0 <= seg[0] <= seg[1] <= d + 1e-6:
+            raise ValueError(f"field 'segments[{i}]': {list(seg)} is not within 0 <= start <= end <= {d}")
+    if task != "tal" and not segs:
+        raise ValueError(f"field 'segments': task {task} needs at least one segment")
+    if task == "tg" and len(segs) != 1:
+        raise ValueError(f"field 'segments': task tg needs exactly one segment, got {len(segs)}")
+    for f in TASK_FIELDS[task]:
+        if f not in sample:
+            raise ValueError(f"field {f!r} is missing (required for task {task})")
+    if task in ("tg", "vhd"):
+        _check_str(sample, "query")
+    elif task == "tal":
+        _check_str(sample, "action")
+    elif task == "dtg":
+        q = sample["queries"]
+        if not isinstance(q, list) or not q or not all(isinstance(x, str) and x.strip() for x in q):
+            raise ValueError("field 'queries': not a non-empty list of non-empty strings")
+        if len(q) != len(segs):
+            raise ValueError(f"field 'queries': {len(q)} queries but {len(segs)} segments")
+    elif task == "gvqa":
+        _check_str(sample, "question")
+        opts = sample["options"]
+        if (
+            not isinstance(opts, list)
+            or not 2 <= len(opts) <= len(OPTION_LETTERS)
+            or not all(isinstance(x, str) for x in opts)
+        ):
+            raise ValueError(f"field 'options': needs a list of 2..{len(OPTION_LETTERS)} strings")
+        letters = OPTION_LETTERS[: len(opts)]
+        if not isinstance(sample["answer"], str) or sample["answer"] not in letters or not sample["answer"]:
+            raise ValueError(f"field 'answer': {sample['answer']!r} is not one of the letters {letters}")
+
+
+def _check_str(sample: Mapping[str, Any], field: str) -> None:
+    v = sample[field]
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"field {field!r}: {v!r} is not a non-empty string")
+
+
+def answer_index(sample: Mapping[str, Any]) -> int:
+    """0-based index of a gvqa sample's answer letter; -1 for other tasks."""
+    if sample.get("task") != "gvqa":
+        return -1
+    return OPTION_LETTERS.index(sample["answer"])
+
+
+def infer_split(path: str) -> str | None:
+    """Split guessed from a file name (``charades_sta_test.txt`` -> ``test``, ``val_1.json`` -> ``val_1``)."""
+    import re
+
+    stem = str(path).replace("\\", "/").rsplit("/", 1)[-1].split(".", 1)[0].lower()
+    m = re.search(r"(?:^|[_\-])(val_\d|train|training|val|validation|test|testing)(?=$|[_\-])", stem)
+    if m:
+        return m.group(1)
+    m = re.search(r"(val_\d|validation|training|testing|train|test|val)", stem)
+    return m.group(1) if m else None
+
+
+def dumps(sample: Mapping[str, Any]) -> str:
+    """One compact JSONL line (no trailing newline), UTF-8 text kept as is."""
+    return json.dumps(sample, ensure_ascii=False, separators=(", ", ": "))
+
+
+def write_jsonl(path: str, samples: Iterable[Mapping[str, Any]]) -> int:
+    """Write samples to ``path`` atomically (temp file then rename). Returns the number written."""
+    tmp = f"{path}.tmp"
+    n = 0
+    with fileio.open_file(tmp, "w") as f:
+        for s in samples:
+            f.write(dumps(s) + "\n")
+            n += 1
+    fileio.rename(tmp, path)
+    return n
+
+
+def iter_jsonl(path: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, stripped text) of the non-blank lines of a JSONL file."""
+    with fileio.open_file(path, "r") as f:
+        for i, line in enumerate(f, 1):
+            line = line.strip()
+            if line:
+                yield i, line
+
+
+def read_samples(paths: str | Iterable[str]) -> list[dict[str, Any]]:
+    """Read and validate samples JSONL file(s); raises ``ValueError("FILE:LINE: field ...")`` on the first
+    bad line or on an id repeated across the files."""
+    if isinstance(paths, str):
+        paths = [paths]
+    out: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
+    for path in paths:
+        if not fileio.exists(path):
+            raise ValueError(f"{path}: samples file not found")
+        for lineno, line in iter_jsonl(path):
+            try:
+                s = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            try:
+                validate_sample(s)
+            except ValueError as e:
+                raise ValueError(f"{path}:{lineno}: {e}") from None
+            if s["id"] in seen:
+                raise ValueError(f"{path}:{lineno}: field 'id': {s['id']!r} already used at {seen[s['id']]}")
+            seen[s["id"]] = f"{path}:{lineno}"
+            out.append(s)
+    return out

@@ -1,0 +1,188 @@
+"""Synthetic videos written with PyAV, for tests, benchmarks and the offline demo (numpy + PyAV only).
+
+Frame ``k`` of a synthetic video shows its own index: the left half has gray level ``16 * (k % 16) + 8``
+and the right half ``16 * (k // 16) + 8`` (256 distinguishable frames, robust to lossy coding), so a test can
+read back which source frame a stored frame came from with ``frame_index``.
+"""
+
+from __future__ import annotations
+
+import fractions
+
+import numpy as np
+
+
+def frame_pattern(k: int, width: int, height: int) -> np.ndarray:
+    """uint8 [height, width, 3] frame that encodes the index ``k`` (0 <= k < 256)."""
+    img = np.empty((height, width, 3), np.uint8)
+    img[:, : width // 2] = 16 * (k % 16) + 8
+    img[:, width // 2 :] = 16 * ((k // 16) % 16) + 8
+    return img
+
+
+def frame_index(frame: np.ndarray) -> int:
+    """Read back the index of a (possibly resized / lossy) ``frame_pattern`` frame [H, W, 3]."""
+    frame = np.asarray(frame, np.float32)
+    w = frame.shape[1]
+    left = frame[:, : max(1, w // 2 - 2)].mean()
+    right = frame[:, w // 2 + 2 :].mean() if w > 8 else frame[:, w // 2 :].mean()
+    lo = int(np.clip(np.rint((left - 8) / 16), 0, 15))
+    hi = int(np.clip(np.rint((right - 8) / 16), 0, 15))
+    return lo + 16 * hi
+
+
+def write_video(
+    path: str,
+    *,
+    seconds: float,
+    fps: float = 10.0,
+    width: int = 64,
+    height: int = 48,
+    codec: str = "mpeg4",
+    pattern: str = "index",
+    seed: int = 0,
+) -> int:
+    """Write a synthetic video; returns the number of frames.
+
+    pattern: ``index`` (``frame_pattern``, at most 256 frames) or ``noise`` (random textures: realistic
+    JPEG sizes / decode cost for benchmarks).
+    """
+    import av
+
+    n = int(round(seconds * fps))
+    if pattern == "index" and n > 256:
+        raise ValueError(f"an index-pattern video holds at most 256 frames, asked for {n}")
+    rng = np.random.default_rng(seed)
+    rate = fractions.Fraction(fps).limit_denominator(1000)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        if codec == "mpeg4":
+            stream.codec_context.qmin = stream.codec_context.qmax = 2
+        base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+        for k in range(n):
+            if pattern == "index":
+                img = frame_pattern(k, width, height)
+            else:
+                tile = np.roll(base, k, axis=1).repeat(8, 0).repeat(8, 1)[:height, :width]
+                img = np.ascontiguousarray(tile)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return n
+
+
+def truncate_file(src: str, dst: str, fraction: float = 0.5) -> None:
+    """Copy the first ``fraction`` of a file's bytes (a truncated, corrupt video)."""
+    with open(src, "rb") as f:
+        data = f.read()
+    with open(dst, "wb") as f:
+        f.write(data[: int(len(data) * fraction)])
+
+
+def make_dataset(
+    root: str,
+    *,
+    num_videos: int = 6,
+    min_seconds: float = 4.0,
+    max_seconds: float = 10.0,
+    width: int = 64,
+    height: int = 48,
+    video_fps: float = 10.0,
+    extract_fps: float = 2.0,
+    max_frames: int = 448,
+    seed: int = 0,
+    tokenizer: bool = True,
+) -> dict[str, str]:
+    """A complete tiny dataset, fully offline: videos, extracted frames, samples of all five tasks, tokenizer.
+
+    Writes ``root/videos/syn<i>.mp4``, ``root/frames/`` (``extract_frames`` output), ``root/samples.jsonl``
+    (per video one tg, dtg, vhd, gvqa and tal sample) and, with ``tokenizer``, ``root/tokenizer`` (the tiny
+    tokenizer). Returns their paths under the keys ``videos``, ``frames``, ``samples``, ``tokenizer``.
+    """
+    import os
+
+    from data_pipeline import extract_frames
+    from data_pipeline.schema import dumps, validate_sample
+
+    rng = np.random.default_rng(seed)
+    vdir, fdir = os.path.join(root, "videos"), os.path.join(root, "frames")
+    os.makedirs(vdir, exist_ok=True)
+    samples = []
+    for i in range(num_videos):
+        vid = f"syn{i}"
+        n = int(round(float(rng.uniform(min_seconds, max_seconds)) * video_fps))
+        n = min(n, 256)
+        write_video(
+            os.path.join(vdir, vid + ".mp4"), seconds=n / video_fps, fps=video_fps, width=width, height=height
+        )
+        d = n / video_fps
+        a = round(d * float(rng.uniform(0.1, 0.3)), 2)
+        b = round(a + d * float(rng.uniform(0.1, 0.3)), 2)
+        c = round(b + d * float(rng.uniform(0.1, 0.3)), 2)
+        src = "synthetic:train"
+        samples += [
+            {
+                "id": f"{vid}#0",
+                "task": "tg",
+                "video": vid,
+                "duration": d,
+                "segments": [[a, b]],
+                "query": "the left half of the picture gets brighter",
+                "source": src,
+            },
+            {
+                "id": vid,
+                "task": "dtg",
+                "video": vid,
+                "duration": d,
+                "segments": [[0.0, a], [a, c]],
+                "queries": ["the picture is dark", "the picture brightens"],
+                "source": src,
+            },
+            {
+                "id": f"{vid}_vhd",
+                "task": "vhd",
+                "video": vid,
+                "duration": d,
+                "segments": [[a, b], [b, c]],
+                "query": "bright frames",
+                "source": src,
+            },
+            {
+                "id": f"{vid}_q",
+                "task": "gvqa",
+                "video": vid,
+                "duration": d,
+                "segments": [[a, c]],
+                "question": "which half of the picture changes fastest?",
+                "options": ["left", "right", "neither"],
+                "answer": "A",
+                "source": src,
+            },
+            {
+                "id": f"{vid}#Brightening",
+                "task": "tal",
+                "video": vid,
+                "duration": d,
+                "segments": [[0.0, a], [b, c]],
+                "action": "Brightening",
+                "source": src,
+            },
+        ]
+    path = os.path.join(root, "samples.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        for s in samples:
+            validate_sample(s)
+            f.write(dumps(s) + "\n")
+    settings = extract_frames.Settings(fps=extract_fps, max_frames=max_frames)
+    with open(os.devnull, "w") as quiet:
+        extract_frames.run(extract_frames.list_videos(vdir), fdir, settings, progress=False, log=quiet)
+    out = {"videos": vdir, "frames": fdir, "samples": path}
+    if tokenizer:
+        from data_pipeline.tiny_tokenizer import build_tiny_tokenizer
+
+        out["tokenizer"] = build_tiny_tokenizer(os.path.join(root, "tokenizer"))
+    return out
