@@ -13,27 +13,63 @@ IMAGE_ID, VIDEO_ID, VSTART_ID, VEND_ID = 151, 152, 150, 153
 BOS_ID, EOS_ID, PAD_ID = 154, 155, 156
 
 
-def hf_config(*, tie: bool = False, text_layers: int = 2, vision_depth: int = 2, full=(1,), hidden: int = 64,
-              vocab: int = VOCAB, heads: int = 4, kv_heads: int = 2, inter: int = 128, mrope=(2, 3, 3),
-              v_hidden: int = 32, v_heads: int = 2, v_inter: int = 48):
+def hf_config(
+    *,
+    tie: bool = False,
+    text_layers: int = 2,
+    vision_depth: int = 2,
+    full=(1,),
+    hidden: int = 64,
+    vocab: int = VOCAB,
+    heads: int = 4,
+    kv_heads: int = 2,
+    inter: int = 128,
+    mrope=(2, 3, 3),
+    v_hidden: int = 32,
+    v_heads: int = 2,
+    v_inter: int = 48,
+):
     """A tiny ``Qwen2_5_VLConfig`` with every field explicit (fp32, eager attention)."""
     from transformers import Qwen2_5_VLConfig
 
     cfg = Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=text_layers,
-            num_attention_heads=heads, num_key_value_heads=kv_heads, rms_norm_eps=1e-6,
-            max_position_embeddings=4096, hidden_act="silu", use_sliding_window=False,
+            vocab_size=vocab,
+            hidden_size=hidden,
+            intermediate_size=inter,
+            num_hidden_layers=text_layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+            rms_norm_eps=1e-6,
+            max_position_embeddings=4096,
+            hidden_act="silu",
+            use_sliding_window=False,
             rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": list(mrope)},
-            bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=PAD_ID, tie_word_embeddings=tie,
+            bos_token_id=BOS_ID,
+            eos_token_id=EOS_ID,
+            pad_token_id=PAD_ID,
+            tie_word_embeddings=tie,
         ),
         vision_config=dict(
-            depth=vision_depth, hidden_size=v_hidden, intermediate_size=v_inter, num_heads=v_heads,
-            out_hidden_size=hidden, fullatt_block_indexes=list(full), tokens_per_second=2, window_size=112,
-            patch_size=14, temporal_patch_size=2, spatial_merge_size=2, in_channels=3, hidden_act="silu",
+            depth=vision_depth,
+            hidden_size=v_hidden,
+            intermediate_size=v_inter,
+            num_heads=v_heads,
+            out_hidden_size=hidden,
+            fullatt_block_indexes=list(full),
+            tokens_per_second=2,
+            window_size=112,
+            patch_size=14,
+            temporal_patch_size=2,
+            spatial_merge_size=2,
+            in_channels=3,
+            hidden_act="silu",
         ),
-        image_token_id=IMAGE_ID, video_token_id=VIDEO_ID, vision_start_token_id=VSTART_ID,
-        vision_end_token_id=VEND_ID, tie_word_embeddings=tie,
+        image_token_id=IMAGE_ID,
+        video_token_id=VIDEO_ID,
+        vision_start_token_id=VSTART_ID,
+        vision_end_token_id=VEND_ID,
+        tie_word_embeddings=tie,
     )
     cfg._attn_implementation = "eager"
     cfg.text_config._attn_implementation = "eager"
@@ -47,7 +83,9 @@ def hf_model(cfg, seed: int = 0):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration._from_config(cfg, attn_implementation="eager", dtype=torch.float32)
+    model = Qwen2_5_VLForConditionalGeneration._from_config(
+        cfg, attn_implementation="eager", dtype=torch.float32
+    )
     model.eval()
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -82,7 +120,8 @@ def flatten_hub_config(path: Path) -> None:
 
 
 def video_prompt(grid, *, before: int, after: int, rng, video_id: int = VIDEO_ID):
-    """Token ids: ``before`` random text tokens, vision_start, video pads, vision_end, ``after`` text tokens."""
+    """Token ids: ``before`` random text tokens, vision_start, video pads, vision_end, ``after`` text
+    tokens."""
     t, h, w = grid
     n = t * (h // 2) * (w // 2)
     text = lambda k: list(rng.integers(0, 140, size=k))  # noqa: E731

@@ -14,7 +14,7 @@ from typing import Any
 
 @dataclasses.dataclass(frozen=True)
 class VisionConfig:
-    """The ViT: patch embed (Linear 1176 -> hidden), RMSNorm blocks with 2-D rope and window attention, merger."""
+    """The ViT: patch embed (Linear 1176 -> hidden), RMSNorm blocks, 2-D rope, window attention, merger."""
 
     depth: int
     hidden_size: int
@@ -54,11 +54,26 @@ class VisionConfig:
         return (self.window_merged * self.spatial_merge_size) ** 2
 
     def validate(self) -> None:
-        _positive(self, ("depth", "hidden_size", "intermediate_size", "num_heads", "out_hidden_size",
-                         "tokens_per_second", "patch_size", "temporal_patch_size", "spatial_merge_size",
-                         "window_size", "in_channels"))
+        _positive(
+            self,
+            (
+                "depth",
+                "hidden_size",
+                "intermediate_size",
+                "num_heads",
+                "out_hidden_size",
+                "tokens_per_second",
+                "patch_size",
+                "temporal_patch_size",
+                "spatial_merge_size",
+                "window_size",
+                "in_channels",
+            ),
+        )
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"vision hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
+            raise ValueError(
+                f"vision hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}"
+            )
         if self.head_dim % 4:
             raise ValueError(f"vision head_dim {self.head_dim} must be divisible by 4 (2-D rope)")
         bad = [i for i in self.fullatt_block_indexes if not 0 <= i < self.depth]
@@ -88,8 +103,18 @@ class TextConfig:
         return self.hidden_size // self.num_attention_heads
 
     def validate(self) -> None:
-        _positive(self, ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                         "num_attention_heads", "num_key_value_heads", "max_position_embeddings"))
+        _positive(
+            self,
+            (
+                "vocab_size",
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "max_position_embeddings",
+            ),
+        )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"text hidden_size {self.hidden_size} not divisible by num_attention_heads "
@@ -106,7 +131,9 @@ class TextConfig:
                 f"= {self.head_dim // 2}"
             )
         if not self.rms_norm_eps > 0 or not self.rope_theta > 0:
-            raise ValueError(f"text rms_norm_eps {self.rms_norm_eps} and rope_theta {self.rope_theta} must be > 0")
+            raise ValueError(
+                f"text rms_norm_eps {self.rms_norm_eps} and rope_theta {self.rope_theta} must be > 0"
+            )
 
 
 ATTENTION_IMPLS = (None, "xla", "cudnn")
@@ -142,7 +169,8 @@ class Qwen25VLConfig:
         self.vision.validate()
         if self.vision.out_hidden_size != self.text.hidden_size:
             raise ValueError(
-                f"vision out_hidden_size {self.vision.out_hidden_size} != text hidden_size {self.text.hidden_size}"
+                f"vision out_hidden_size {self.vision.out_hidden_size} != "
+                f"text hidden_size {self.text.hidden_size}"
             )
         for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
             v = getattr(self, name)
@@ -168,50 +196,104 @@ def _positive(obj: Any, names: tuple[str, ...]) -> None:
             raise ValueError(f"{type(obj).__name__}.{n} must be a positive int, got {v!r}")
 
 
-# ---------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Presets (values from the released checkpoints' config.json; see notes/qwen25vl.md section 4)
 
-_QWEN_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
-                    fullatt_block_indexes=(7, 15, 23, 31), tokens_per_second=2)
-_QWEN_IDS = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
-                 vision_end_token_id=151653, bos_token_id=151643, eos_token_id=(151645, 151643),
-                 pad_token_id=151643)
+_QWEN_VISION = dict(
+    depth=32,
+    hidden_size=1280,
+    intermediate_size=3420,
+    num_heads=16,
+    fullatt_block_indexes=(7, 15, 23, 31),
+    tokens_per_second=2,
+)
+_QWEN_IDS = dict(
+    image_token_id=151655,
+    video_token_id=151656,
+    vision_start_token_id=151652,
+    vision_end_token_id=151653,
+    bos_token_id=151643,
+    eos_token_id=(151645, 151643),
+    pad_token_id=151643,
+)
 
 
 def preset(name: str, **overrides: Any) -> Qwen25VLConfig:
-    """``tiny`` (tests, demos), ``3b`` or ``7b`` (Qwen2.5-VL-{3B,7B}-Instruct). Overrides replace top fields."""
+    """``tiny`` (tests, demos), ``3b`` or ``7b`` (Qwen2.5-VL-{3B,7B}-Instruct); overrides replace fields."""
     if name == "tiny":
         cfg = Qwen25VLConfig(
-            text=TextConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                            num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=1e6,
-                            mrope_section=(2, 3, 3), max_position_embeddings=4096),
-            vision=VisionConfig(depth=2, hidden_size=32, intermediate_size=48, num_heads=2, out_hidden_size=64,
-                                fullatt_block_indexes=(1,), tokens_per_second=2),
-            image_token_id=251, video_token_id=252, vision_start_token_id=249, vision_end_token_id=250,
-            tie_word_embeddings=False, bos_token_id=253, eos_token_id=(254,), pad_token_id=255,
+            text=TextConfig(
+                vocab_size=256,
+                hidden_size=64,
+                intermediate_size=128,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                rms_norm_eps=1e-6,
+                rope_theta=1e6,
+                mrope_section=(2, 3, 3),
+                max_position_embeddings=4096,
+            ),
+            vision=VisionConfig(
+                depth=2,
+                hidden_size=32,
+                intermediate_size=48,
+                num_heads=2,
+                out_hidden_size=64,
+                fullatt_block_indexes=(1,),
+                tokens_per_second=2,
+            ),
+            image_token_id=251,
+            video_token_id=252,
+            vision_start_token_id=249,
+            vision_end_token_id=250,
+            tie_word_embeddings=False,
+            bos_token_id=253,
+            eos_token_id=(254,),
+            pad_token_id=255,
         )
     elif name == "3b":
         cfg = Qwen25VLConfig(
-            text=TextConfig(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-                            num_attention_heads=16, num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=1e6,
-                            mrope_section=(16, 24, 24), max_position_embeddings=128000),
+            text=TextConfig(
+                vocab_size=151936,
+                hidden_size=2048,
+                intermediate_size=11008,
+                num_hidden_layers=36,
+                num_attention_heads=16,
+                num_key_value_heads=2,
+                rms_norm_eps=1e-6,
+                rope_theta=1e6,
+                mrope_section=(16, 24, 24),
+                max_position_embeddings=128000,
+            ),
             vision=VisionConfig(out_hidden_size=2048, **_QWEN_VISION),
-            tie_word_embeddings=True, **_QWEN_IDS,
+            tie_word_embeddings=True,
+            **_QWEN_IDS,
         )
     elif name == "7b":
         cfg = Qwen25VLConfig(
-            text=TextConfig(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                            num_attention_heads=28, num_key_value_heads=4, rms_norm_eps=1e-6, rope_theta=1e6,
-                            mrope_section=(16, 24, 24), max_position_embeddings=128000),
+            text=TextConfig(
+                vocab_size=152064,
+                hidden_size=3584,
+                intermediate_size=18944,
+                num_hidden_layers=28,
+                num_attention_heads=28,
+                num_key_value_heads=4,
+                rms_norm_eps=1e-6,
+                rope_theta=1e6,
+                mrope_section=(16, 24, 24),
+                max_position_embeddings=128000,
+            ),
             vision=VisionConfig(out_hidden_size=3584, **_QWEN_VISION),
-            tie_word_embeddings=False, **_QWEN_IDS,
+            tie_word_embeddings=False,
+            **_QWEN_IDS,
         )
     else:
         raise ValueError(f"unknown Qwen2.5-VL preset {name!r}; choose tiny, 3b or 7b")
     return dataclasses.replace(cfg, **overrides).validate()
 
 
-# ---------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # HF config.json reader (flat hub layout and nested transformers-5 layout)
 
 
@@ -341,8 +423,11 @@ def to_hf_dict(cfg: Qwen25VLConfig, *, torch_dtype: str = "bfloat16") -> dict:
             "max_position_embeddings": t.max_position_embeddings,
             "rms_norm_eps": t.rms_norm_eps,
             "use_sliding_window": False,
-            "rope_parameters": {"rope_type": "default", "rope_theta": t.rope_theta,
-                                "mrope_section": list(t.mrope_section)},
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": t.rope_theta,
+                "mrope_section": list(t.mrope_section),
+            },
             "bos_token_id": cfg.bos_token_id,
             "eos_token_id": eos[0] if len(eos) == 1 else (eos or None),
             "pad_token_id": cfg.pad_token_id,

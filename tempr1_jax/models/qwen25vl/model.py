@@ -14,8 +14,9 @@ rope tables are computed in fp32 and cast to the compute dtype; the ViT rope is 
 softmax is fp32 (``jax.nn.dot_product_attention``); the merger GELU is exact (erf).
 
 Static shapes: the text is [B, L] with a mask; the vision input is a packed patch sequence of static size with
-gather tables (``rope.pack_vision``): window attention and per-frame-pair ("full") attention are each one batched
-attention call over fixed-size blocks, so nothing loops over windows or frames and nothing recompiles per video.
+gather tables (``rope.pack_vision``): window attention and per-frame-pair ("full") attention are each one
+batched attention call over fixed-size blocks, so nothing loops over windows or frames and nothing recompiles
+per video.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from tempr1_jax.models.qwen25vl.config import Qwen25VLConfig
 Array = jax.Array
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Parameter helpers
 
 
@@ -78,7 +79,7 @@ def _remat(fn, policy: str):
     raise ValueError(f"unknown remat policy {policy!r}")
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Vision tower
 
 
@@ -135,8 +136,9 @@ def _vision_rope(pos: Array, head_dim: int, theta: float) -> tuple[Array, Array]
     return jnp.cos(emb), jnp.sin(emb)
 
 
-def _block_attention(q: Array, k: Array, v: Array, index: Array, lengths: Array, inverse: Array,
-                     impl: str | None) -> Array:
+def _block_attention(
+    q: Array, k: Array, v: Array, index: Array, lengths: Array, inverse: Array, impl: str | None
+) -> Array:
     """Attention within blocks: gather [P, H, hd] rows into [NB, S, H, hd] by ``index`` (valid slots first,
     ``lengths`` of them), attend with padding masks in one call, and gather back through ``inverse``."""
     nb, s = index.shape
@@ -162,15 +164,20 @@ class VisionTower(nnx.Module):
         dtype = jnp.dtype(cfg.dtype)
         x = _dense(vision["pixel_values"].astype(dtype), self.patch_embed[...])
         cos, sin = _vision_rope(vision["pos"], v.head_dim, v.rope_theta)
-        full = jnp.zeros((v.depth,), bool).at[jnp.asarray(v.fullatt_block_indexes, jnp.int32)].set(True) \
-            if v.fullatt_block_indexes else jnp.zeros((v.depth,), bool)
+        full = (
+            jnp.zeros((v.depth,), bool).at[jnp.asarray(v.fullatt_block_indexes, jnp.int32)].set(True)
+            if v.fullatt_block_indexes
+            else jnp.zeros((v.depth,), bool)
+        )
         heads, hd = v.num_heads, v.head_dim
         impl = cfg.attention_impl
 
         def block(x, p_and_full):
             p, is_full = p_and_full
             h = _rms_norm(x, p["norm1"], v.rms_norm_eps)
-            qkv = jnp.einsum("pd,dtk->ptk", h, p["qkv_kernel"].astype(h.dtype)) + p["qkv_bias"].astype(h.dtype)
+            qkv = jnp.einsum("pd,dtk->ptk", h, p["qkv_kernel"].astype(h.dtype)) + p["qkv_bias"].astype(
+                h.dtype
+            )
             qkv = qkv.reshape(qkv.shape[0], 3, heads, hd)
             q, k, val = qkv[:, 0], qkv[:, 1], qkv[:, 2]
             c, s = cos[:, None, :], sin[:, None, :]
@@ -179,11 +186,15 @@ class VisionTower(nnx.Module):
             k = (kf * c + _rotate_half(kf) * s).astype(h.dtype)
             attn = jax.lax.cond(
                 is_full,
-                lambda q, k, val: _block_attention(q, k, val, vision["frame_index"], vision["frame_len"],
-                                                   vision["frame_inverse"], impl),
-                lambda q, k, val: _block_attention(q, k, val, vision["win_index"], vision["win_len"],
-                                                   vision["win_inverse"], impl),
-                q, k, val,
+                lambda q, k, val: _block_attention(
+                    q, k, val, vision["frame_index"], vision["frame_len"], vision["frame_inverse"], impl
+                ),
+                lambda q, k, val: _block_attention(
+                    q, k, val, vision["win_index"], vision["win_len"], vision["win_inverse"], impl
+                ),
+                q,
+                k,
+                val,
             )
             x = x + _dense(attn.reshape(attn.shape[0], -1), p["proj_kernel"], p["proj_bias"])
             h = _rms_norm(x, p["norm2"], v.rms_norm_eps)
@@ -195,7 +206,7 @@ class VisionTower(nnx.Module):
         return self.merger(x, v.rms_norm_eps, v.merge_unit)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Language model
 
 
@@ -223,8 +234,9 @@ class TextLayers(nnx.Module):
         return {k: v[...] for k, v in vars(self).items() if isinstance(v, nnx.Param)}
 
 
-def mrope_cos_sin(position_ids: Array, head_dim: int, theta: float, section: tuple[int, ...],
-                  dtype: Any) -> tuple[Array, Array]:
+def mrope_cos_sin(
+    position_ids: Array, head_dim: int, theta: float, section: tuple[int, ...], dtype: Any
+) -> tuple[Array, Array]:
     """position_ids int [3, B, L] -> cos, sin [B, L, head_dim] in ``dtype`` (computed in fp32).
 
     Frequency slot j of the head_dim/2 slots takes its position from axis 0 (t), 1 (h) or 2 (w) according to
@@ -277,7 +289,8 @@ class TextModel(nnx.Module):
             return self.embed[...].T
         return self.lm_head[...]
 
-    # -- one decoder layer, split so the cached and uncached paths share code ------------------------------------
+    # -- one decoder layer, split so the cached and uncached paths share code
+    # ------------------------------------
     def _qkv(self, p: dict, x: Array, cos: Array, sin: Array) -> tuple[Array, Array, Array]:
         t = self.cfg.text
         h = _rms_norm(x, p["input_norm"], t.rms_norm_eps)
@@ -304,7 +317,12 @@ class TextModel(nnx.Module):
         if impl == "cudnn":  # cuDNN flash attention: causal + per-row lengths (assumes right padding)
             lengths = jnp.sum(attention_mask.astype(jnp.int32), axis=-1)
             return jax.nn.dot_product_attention(
-                q, k, v, is_causal=True, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
+                q,
+                k,
+                v,
+                is_causal=True,
+                query_seq_lengths=lengths,
+                key_value_seq_lengths=lengths,
                 implementation="cudnn",
             )
         seq = q.shape[1]
@@ -327,7 +345,9 @@ class TextModel(nnx.Module):
         x, _ = jax.lax.scan(_remat(layer, self.cfg.remat), x, self.layers.arrays())
         return _rms_norm(x, self.norm[...], self.cfg.text.rms_norm_eps)
 
-    def prefill(self, x: Array, position_ids: Array, attention_mask: Array, cache: KVCache) -> tuple[Array, KVCache]:
+    def prefill(
+        self, x: Array, position_ids: Array, attention_mask: Array, cache: KVCache
+    ) -> tuple[Array, KVCache]:
         """Run the prompt [B, Lp] (Lp <= cache length), writing its keys/values to cache slots [0, Lp)."""
         cos, sin = self.cos_sin(position_ids, x.dtype)
         seq = x.shape[1]
@@ -373,19 +393,22 @@ class TextModel(nnx.Module):
 
         n = self.cfg.text.num_hidden_layers
         (x, ck, cv), _ = jax.lax.scan(layer, (x, cache.k, cache.v), (self.layers.arrays(), jnp.arange(n)))
-        cache = cache.replace(k=ck, v=cv, valid=valid, index=cache.index + 1,
-                              next_pos=cache.next_pos + tv.astype(jnp.int32))
+        cache = cache.replace(
+            k=ck, v=cv, valid=valid, index=cache.index + 1, next_pos=cache.next_pos + tv.astype(jnp.int32)
+        )
         return _rms_norm(x, self.norm[...], self.cfg.text.rms_norm_eps), cache
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # The full model
 
 
 class Qwen25VL(nnx.Module):
-    """Qwen2.5-VL. Build with ``Qwen25VL(cfg, rngs=nnx.Rngs(0))`` (random init) or ``params.load_hf_checkpoint``.
+    """Qwen2.5-VL. Build with ``Qwen25VL(cfg, rngs=nnx.Rngs(0))`` (random init) or
+    ``params.load_hf_checkpoint``.
 
-    Inputs shared by the methods: input_ids int32 [B, L]; position_ids int32 [3, B, L] (``rope.get_rope_index``);
+    Inputs shared by the methods: input_ids int32 [B, L]; position_ids int32 [3, B, L]
+    (``rope.get_rope_index``);
     attention_mask [B, L] (1 = token); vision: ``rope.pack_vision`` dict or None. Visual pad tokens (image and
     video ids) are replaced, in row-major order, by the merged vision features of the packed inputs in order.
     """
@@ -396,13 +419,15 @@ class Qwen25VL(nnx.Module):
         self.visual = VisionTower(cfg, rngs)
         self.text = TextModel(cfg, rngs)
 
-    # -- pieces -------------------------------------------------------------------------------------------------
+    # -- pieces
+    # -------------------------------------------------------------------------------------------------
     def vision_features(self, vision: dict[str, Array]) -> Array:
         """Merged vision features [P/4, D] for the packed patches (padding rows at the end are junk)."""
         return self.visual(vision)
 
-    def embed(self, input_ids: Array, vision: dict[str, Array] | None = None,
-              vision_features: Array | None = None) -> Array:
+    def embed(
+        self, input_ids: Array, vision: dict[str, Array] | None = None, vision_features: Array | None = None
+    ) -> Array:
         """Token embeddings [B, L, D] (compute dtype) with vision features at the image/video pad positions.
 
         Pass ``vision_features`` (from ``vision_features``) to reuse them, e.g. across a GRPO group.
@@ -423,37 +448,62 @@ class Qwen25VL(nnx.Module):
         """[D, V] output head (tied embedding transposed for the 3B)."""
         return self.text.head_weight()
 
-    # -- forward ------------------------------------------------------------------------------------------------
-    def __call__(self, input_ids: Array, position_ids: Array, attention_mask: Array,
-                 vision: dict[str, Array] | None = None, vision_features: Array | None = None) -> Array:
+    # -- forward
+    # ------------------------------------------------------------------------------------------------
+    def __call__(
+        self,
+        input_ids: Array,
+        position_ids: Array,
+        attention_mask: Array,
+        vision: dict[str, Array] | None = None,
+        vision_features: Array | None = None,
+    ) -> Array:
         """Final hidden states [B, L, D] (after the last RMSNorm, before the head)."""
         x = self.embed(input_ids, vision, vision_features)
         return self.text(x, position_ids, attention_mask)
 
-    def logits(self, input_ids: Array, position_ids: Array, attention_mask: Array,
-               vision: dict[str, Array] | None = None) -> Array:
-        """Full fp32 logits [B, L, V] (tests and small batches; GRPO should use ``token_logprobs_and_entropy``)."""
+    def logits(
+        self,
+        input_ids: Array,
+        position_ids: Array,
+        attention_mask: Array,
+        vision: dict[str, Array] | None = None,
+    ) -> Array:
+        """Full fp32 logits [B, L, V] (tests and small batches; GRPO should use
+        ``token_logprobs_and_entropy``)."""
         h = self(input_ids, position_ids, attention_mask, vision)
-        return jnp.einsum("bld,dv->blv", h, self.head_weight().astype(h.dtype),
-                          preferred_element_type=jnp.float32)
+        return jnp.einsum(
+            "bld,dv->blv", h, self.head_weight().astype(h.dtype), preferred_element_type=jnp.float32
+        )
 
-    # -- generation -------------------------------------------------------------------------------------------
+    # -- generation
+    # -------------------------------------------------------------------------------------------
     def init_cache(self, batch: int, max_length: int, dtype: Any = None) -> KVCache:
         t = self.cfg.text
         dtype = jnp.dtype(dtype or self.cfg.dtype)
         shape = (t.num_hidden_layers, batch, max_length, t.num_key_value_heads, t.head_dim)
         return KVCache(
-            k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype), valid=jnp.zeros((batch, max_length), bool),
-            index=jnp.zeros((), jnp.int32), next_pos=jnp.zeros((batch,), jnp.int32),
+            k=jnp.zeros(shape, dtype),
+            v=jnp.zeros(shape, dtype),
+            valid=jnp.zeros((batch, max_length), bool),
+            index=jnp.zeros((), jnp.int32),
+            next_pos=jnp.zeros((batch,), jnp.int32),
         )
 
     def _head(self, h: Array) -> Array:
-        return jnp.einsum("...d,dv->...v", h, self.head_weight().astype(h.dtype),
-                          preferred_element_type=jnp.float32)
+        return jnp.einsum(
+            "...d,dv->...v", h, self.head_weight().astype(h.dtype), preferred_element_type=jnp.float32
+        )
 
-    def prefill(self, input_ids: Array, position_ids: Array, attention_mask: Array, cache: KVCache,
-                vision: dict[str, Array] | None = None,
-                vision_features: Array | None = None) -> tuple[Array, KVCache]:
+    def prefill(
+        self,
+        input_ids: Array,
+        position_ids: Array,
+        attention_mask: Array,
+        cache: KVCache,
+        vision: dict[str, Array] | None = None,
+        vision_features: Array | None = None,
+    ) -> tuple[Array, KVCache]:
         """Prompt pass. Returns (fp32 logits [B, V] at each row's last real token, filled cache).
 
         Works with left or right padding; decoding continues at slot L for every row (gaps are masked).
@@ -465,19 +515,23 @@ class Qwen25VL(nnx.Module):
         h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
         return self._head(h_last), cache
 
-    def decode_step(self, tokens: Array, cache: KVCache, token_valid: Array | None = None,
-                    ) -> tuple[Array, KVCache]:
+    def decode_step(
+        self,
+        tokens: Array,
+        cache: KVCache,
+        token_valid: Array | None = None,
+    ) -> tuple[Array, KVCache]:
         """One decoding step: tokens int32 [B] -> (fp32 logits [B, V], cache advanced by one slot).
 
-        token_valid bool [B] (default all True): rows marked False (finished sequences) write a masked slot and
-        do not advance their position.
+        token_valid bool [B] (default all True): rows marked False (finished sequences) write a masked slot
+        and do not advance their position.
         """
         x = jnp.take(self.text.embed[...], tokens[:, None], axis=0).astype(jnp.dtype(self.cfg.dtype))
         h, cache = self.text.decode(x, cache, token_valid)
         return self._head(h[:, 0]), cache
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Log-probs and entropy without materializing [B, L, V] fp32 logits
 
 

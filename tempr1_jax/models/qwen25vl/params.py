@@ -3,10 +3,10 @@
 Loading reads the safetensors files through memory maps (a small header parser, so bf16 works without torch)
 and builds every parameter with ``jax.make_array_from_callback``: each device reads only its own shard of each
 tensor straight from the file, converted to the requested dtype, so no full host copy of the model is held per
-device. Accepted layouts: a single ``model.safetensors``, shards with ``model.safetensors.index.json`` (or bare
-``*.safetensors`` files), legacy keys (``visual.*``, ``model.*``, ``lm_head.weight``; what the hub and
-``save_pretrained`` write) and the newer in-memory keys (``model.visual.*``, ``model.language_model.*``). A tied
-checkpoint (3B) has no ``lm_head.weight``.
+device. Accepted layouts: a single ``model.safetensors``, shards with ``model.safetensors.index.json`` (or
+bare ``*.safetensors`` files), legacy keys (``visual.*``, ``model.*``, ``lm_head.weight``; what the hub and
+``save_pretrained`` write) and the newer in-memory keys (``model.visual.*``, ``model.language_model.*``). A
+tied checkpoint (3B) has no ``lm_head.weight``.
 
 Export writes config.json (transformers-5 nested layout) and the legacy key layout in bf16 / fp32 safetensors,
 sharded when larger than ``max_shard_bytes``; tokenizer / processor files can be copied from the source dir.
@@ -32,13 +32,20 @@ from tempr1_jax.models.qwen25vl.config import Qwen25VLConfig, from_hf_config, to
 from tempr1_jax.models.qwen25vl.model import Qwen25VL
 from tempr1_jax.models.qwen25vl.sharding import param_partition_specs
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Minimal safetensors reader / writer (numpy memmap; handles BF16 through ml_dtypes)
 
 _DTYPES = {
-    "F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
-    "BF16": np.dtype(jnp.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
-    "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8), "BOOL": np.dtype(bool),
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(jnp.bfloat16),
+    "I64": np.dtype(np.int64),
+    "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16),
+    "I8": np.dtype(np.int8),
+    "U8": np.dtype(np.uint8),
+    "BOOL": np.dtype(bool),
 }
 _NAMES = {v: k for k, v in _DTYPES.items()}
 
@@ -88,8 +95,11 @@ def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], metadata
         arr = np.ascontiguousarray(arr)
         if arr.dtype not in _NAMES:
             raise ValueError(f"write_safetensors: tensor {name!r} has unsupported dtype {arr.dtype}")
-        header[name] = {"dtype": _NAMES[arr.dtype], "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + arr.nbytes]}
+        header[name] = {
+            "dtype": _NAMES[arr.dtype],
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
         offset += arr.nbytes
         arrays.append(arr)
     blob = json.dumps(header, separators=(",", ":")).encode()
@@ -104,9 +114,9 @@ def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray], metadata
 def normalize_key(key: str) -> str:
     """Newer in-memory names -> the legacy checkpoint names."""
     if key.startswith("model.language_model."):
-        return "model." + key[len("model.language_model."):]
+        return "model." + key[len("model.language_model.") :]
     if key.startswith("model.visual."):
-        return key[len("model."):]
+        return key[len("model.") :]
     return key
 
 
@@ -139,7 +149,9 @@ class Checkpoint:
             for raw in sf.keys():
                 key = normalize_key(raw)
                 if key in self.where:
-                    raise ValueError(f"{self.path}: tensor {key!r} appears twice ({self.where[key][0]}, {fname})")
+                    raise ValueError(
+                        f"{self.path}: tensor {key!r} appears twice ({self.where[key][0]}, {fname})"
+                    )
                 self.where[key] = (fname, raw)
 
     def has(self, key: str) -> bool:
@@ -152,13 +164,14 @@ class Checkpoint:
         return self.files[fname].tensor(raw)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Key mapping
 
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """Where one of our parameters comes from: ``keys`` (one per layer when stacked) and the two transforms."""
+    """Where one of our parameters comes from: ``keys`` (one per layer when stacked) and the two
+    transforms."""
 
     keys: tuple[str, ...]
     stacked: bool
@@ -183,20 +196,28 @@ def hf_sources(cfg: Qwen25VLConfig) -> dict[tuple[str, ...], Source]:
         return Source(tuple(f"visual.blocks.{i}.{name}" for i in range(v.depth)), True, to_ours, to_hf)
 
     def txt(name: str, to_ours=_t, to_hf=_t) -> Source:
-        return Source(tuple(f"model.layers.{i}.{name}" for i in range(t.num_hidden_layers)), True, to_ours, to_hf)
+        return Source(
+            tuple(f"model.layers.{i}.{name}" for i in range(t.num_hidden_layers)), True, to_ours, to_hf
+        )
 
     def one(key: str, to_ours=_ident, to_hf=_ident) -> Source:
         return Source((key,), False, to_ours, to_hf)
 
     shape5 = (dv, v.in_channels, v.temporal_patch_size, v.patch_size, v.patch_size)
     out: dict[tuple[str, ...], Source] = {
-        ("visual", "patch_embed"): one("visual.patch_embed.proj.weight",
-                                       lambda a: a.reshape(a.shape[0], -1).T, lambda a: a.T.reshape(shape5)),
+        ("visual", "patch_embed"): one(
+            "visual.patch_embed.proj.weight",
+            lambda a: a.reshape(a.shape[0], -1).T,
+            lambda a: a.T.reshape(shape5),
+        ),
         ("visual", "blocks", "norm1"): vis("norm1.weight", _ident, _ident),
         ("visual", "blocks", "norm2"): vis("norm2.weight", _ident, _ident),
-        ("visual", "blocks", "qkv_kernel"): vis("attn.qkv.weight", lambda a: a.T.reshape(a.shape[1], 3, -1),
-                                                 lambda a: a.reshape(a.shape[0], -1).T),
-        ("visual", "blocks", "qkv_bias"): vis("attn.qkv.bias", lambda a: a.reshape(3, -1), lambda a: a.reshape(-1)),
+        ("visual", "blocks", "qkv_kernel"): vis(
+            "attn.qkv.weight", lambda a: a.T.reshape(a.shape[1], 3, -1), lambda a: a.reshape(a.shape[0], -1).T
+        ),
+        ("visual", "blocks", "qkv_bias"): vis(
+            "attn.qkv.bias", lambda a: a.reshape(3, -1), lambda a: a.reshape(-1)
+        ),
         ("visual", "blocks", "proj_kernel"): vis("attn.proj.weight"),
         ("visual", "blocks", "proj_bias"): vis("attn.proj.bias", _ident, _ident),
         ("visual", "blocks", "gate_kernel"): vis("mlp.gate_proj.weight"),
@@ -246,7 +267,7 @@ def _map_params(state: Any, fn: Callable[[tuple[str, ...], nnx.Variable], Any]) 
     )
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Loading
 
 
@@ -266,9 +287,9 @@ def load_hf_checkpoint(
     """Build a ``Qwen25VL`` from a local HF Qwen2.5-VL directory.
 
     config: defaults to ``from_hf_config(path, **config_overrides)`` (overrides such as ``dtype="bfloat16"``,
-    ``param_dtype="float32"``, ``attention_impl``, ``remat``). Parameters are created in ``param_dtype`` and, with
-    ``mesh``, sharded by ``sharding.param_partition_specs`` (else placed on the first device). ``strict`` rejects
-    checkpoint tensors that map to nothing (a tied checkpoint's ``lm_head.weight`` is always ignored).
+    ``param_dtype="float32"``, ``attention_impl``, ``remat``). Parameters are created in ``param_dtype`` and,
+    with ``mesh``, sharded by ``sharding.param_partition_specs`` (else placed on the first device). ``strict``
+    rejects checkpoint tensors that map to nothing (a tied checkpoint's ``lm_head.weight`` is always ignored).
     """
     cfg = config if config is not None else from_hf_config(path, **config_overrides)
     ckpt = Checkpoint(path)
@@ -288,13 +309,18 @@ def load_hf_checkpoint(
         shape, dtype = tuple(var.shape), np.dtype(var.dtype)
         missing = [k for k in src.keys if not ckpt.has(k)]
         if missing:
-            hint = " (set tie_word_embeddings in config.json if the head is tied)" if "lm_head" in names else ""
-            raise KeyError(f"{ckpt.path}: missing tensor(s) {missing[:3]}{'...' if len(missing) > 3 else ''}{hint}")
+            hint = (
+                " (set tie_word_embeddings in config.json if the head is tied)" if "lm_head" in names else ""
+            )
+            raise KeyError(
+                f"{ckpt.path}: missing tensor(s) {missing[:3]}{'...' if len(missing) > 3 else ''}{hint}"
+            )
         views = [src.to_ours(ckpt.get(k)) for k in src.keys]
         got = (len(views), *views[0].shape) if src.stacked else views[0].shape
         if tuple(got) != shape:
             raise ValueError(
-                f"{ckpt.path}: {src.keys[0]} gives shape {tuple(got)} for {'.'.join(names)}, config expects {shape}"
+                f"{ckpt.path}: {src.keys[0]} gives shape {tuple(got)} for {'.'.join(names)}, "
+                f"config expects {shape}"
             )
         used.update(src.keys)
 
@@ -312,17 +338,28 @@ def load_hf_checkpoint(
     state = _map_params(abs_state, load)
     extra = sorted(set(ckpt.where) - used - ({"lm_head.weight"} if cfg.tie_word_embeddings else set()))
     if extra and strict:
-        raise ValueError(f"{ckpt.path}: {len(extra)} checkpoint tensor(s) map to no parameter, e.g. {extra[:5]}")
+        raise ValueError(
+            f"{ckpt.path}: {len(extra)} checkpoint tensor(s) map to no parameter, e.g. {extra[:5]}"
+        )
     return nnx.merge(graphdef, state)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Export
 
 _AUX_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json",
-    "added_tokens.json", "chat_template.json", "chat_template.jinja", "preprocessor_config.json",
-    "video_preprocessor_config.json", "processor_config.json", "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.json",
+    "chat_template.jinja",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "processor_config.json",
+    "generation_config.json",
 )
 
 

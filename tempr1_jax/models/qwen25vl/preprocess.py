@@ -140,8 +140,8 @@ def video_resize_target(
     """Per-frame (h, w) for a video of ``num_frames`` frames of ``height x width`` under a total-pixel budget.
 
     With TempR1's settings (min 16*28*28, max 768*28*28, total 3584*28*28) a video yields at most 3584 LLM
-    tokens for ordinary aspect ratios (the min_pixels floor can exceed the budget only for extreme ones, as
-    upstream).
+    tokens when its frames are at least min_pixels in area; smaller frames are scaled up with ceil and extreme
+    aspect ratios hit the 28-px floor, which can overshoot slightly, exactly as upstream qwen-vl-utils does.
     """
     cap = video_max_pixels_per_frame(
         num_frames, min_pixels=min_pixels, max_pixels=max_pixels, total_pixels=total_pixels
@@ -218,8 +218,15 @@ def _patchify(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     t2, h, w, c = frames.shape
     gt, gh, gw = t2 // TEMPORAL_PATCH_SIZE, h // PATCH_SIZE, w // PATCH_SIZE
     x = frames.reshape(
-        gt, TEMPORAL_PATCH_SIZE, gh // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE,
-        gw // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE, c,
+        gt,
+        TEMPORAL_PATCH_SIZE,
+        gh // MERGE_SIZE,
+        MERGE_SIZE,
+        PATCH_SIZE,
+        gw // MERGE_SIZE,
+        MERGE_SIZE,
+        PATCH_SIZE,
+        c,
     )
     # (t, tp, bh, ih, ph, bw, iw, pw, c) -> (t, bh, bw, ih, iw, c, tp, ph, pw)
     x = x.transpose(0, 2, 5, 3, 6, 8, 1, 4, 7)

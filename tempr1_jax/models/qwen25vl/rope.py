@@ -1,12 +1,12 @@
 """Host-side (numpy) position tables: LLM M-RoPE ids and the ViT's attention layout.
 
-Nothing here imports JAX: these run in the input pipeline / on the host and produce arrays that the jitted model
-consumes with static shapes.
+Nothing here imports JAX: these run in the input pipeline / on the host and produce arrays that the jitted
+model consumes with static shapes.
 
-``get_rope_index`` follows the original Qwen2.5-VL rule (Qwen's HF PR #35569, HF <= 4.57, vLLM): a text run after
-a visual block restarts at ``max(position ids of that block) + 1``; the temporal id of temporal patch k of a video
-is ``s + floor(k * second_per_grid_ts * tokens_per_second)`` with a float ``second_per_grid_ts`` (float32
-arithmetic, as HF and vLLM). HF 5.x deviates for text after a video (notes/qwen25vl.md trap 1).
+``get_rope_index`` follows the original Qwen2.5-VL rule (Qwen's HF PR #35569, HF <= 4.57, vLLM): a text run
+after a visual block restarts at ``max(position ids of that block) + 1``; the temporal id of temporal patch k
+of a video is ``s + floor(k * second_per_grid_ts * tokens_per_second)`` with a float ``second_per_grid_ts``
+(float32 arithmetic, as HF and vLLM). HF 5.x deviates for text after a video (notes/qwen25vl.md trap 1).
 """
 
 from __future__ import annotations
@@ -47,20 +47,28 @@ def get_rope_index(
     the visual blocks appear in the batch (row-major), (t, h, w) in 14-px patch units; second_per_grid_ts: one
     float per video (seconds per temporal patch).
 
-    Returns (position_ids int32 [3, B, L] with 0 at padding, rope_deltas int32 [B]). A token generated after the
-    prompt at cache length n (counting only non-padding tokens) gets position ``n + rope_deltas[b]`` on all 3
-    axes.
+    Returns (position_ids int32 [3, B, L] with 0 at padding, rope_deltas int32 [B]). A token generated after
+    the prompt at cache length n (counting only non-padding tokens) gets position ``n + rope_deltas[b]`` on
+    all 3 axes.
     """
     ids = np.asarray(input_ids)
     if ids.ndim != 2:
         raise ValueError(f"get_rope_index: input_ids must be [B, L], got shape {ids.shape}")
     b, seq = ids.shape
-    mask = np.ones_like(ids, dtype=bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
+    mask = (
+        np.ones_like(ids, dtype=bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
+    )
     if mask.shape != ids.shape:
         raise ValueError(f"get_rope_index: attention_mask shape {mask.shape} != input_ids shape {ids.shape}")
     images = iter(_grids(image_grid_thw, "image_grid_thw"))
     videos = _grids(video_grid_thw, "video_grid_thw")
-    spg = [1.0] * len(videos) if second_per_grid_ts is None else [float(s) for s in second_per_grid_ts]
+    if videos and second_per_grid_ts is None:
+        raise ValueError(
+            "get_rope_index: second_per_grid_ts is required with videos (seconds per temporal patch, "
+            "2 / fps); "
+            "it sets the absolute-time temporal ids"
+        )
+    spg = [] if second_per_grid_ts is None else [float(s) for s in np.asarray(second_per_grid_ts).reshape(-1)]
     if len(spg) != len(videos):
         raise ValueError(f"get_rope_index: {len(videos)} videos but {len(spg)} second_per_grid_ts values")
     if any(not (math.isfinite(s) and s >= 0) for s in spg):
@@ -126,7 +134,8 @@ def get_rope_index(
     leftover = sum(1 for _ in images), sum(1 for _ in video_iter)
     if any(leftover):
         raise ValueError(
-            f"get_rope_index: {leftover[0]} image and {leftover[1]} video grids were not used by any pad block"
+            f"get_rope_index: {leftover[0]} image and {leftover[1]} video grids were not used by any "
+            "pad block"
         )
     return pos.astype(np.int32), deltas.astype(np.int32)
 
@@ -138,7 +147,7 @@ def text_positions(attention_mask: np.ndarray) -> np.ndarray:
     return np.broadcast_to(p[None], (3, *p.shape)).astype(np.int32)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # ViT layout: rope coordinates and gather tables for window / per-frame-pair attention
 
 
@@ -224,8 +233,8 @@ def vision_layout(vcfg: VisionConfig, grids: Sequence, sizes: VisionSizes) -> di
         lh, lw = h // m, w // m
         # Patch rows of this item, in processor order: (t, lh, lw, m, m).
         rows = off + np.arange(t * h * w).reshape(t, lh, lw, m, m)
-        r = (np.arange(lh)[:, None, None, None] * m + np.arange(m)[None, None, :, None])
-        c = (np.arange(lw)[None, :, None, None] * m + np.arange(m)[None, None, None, :])
+        r = np.arange(lh)[:, None, None, None] * m + np.arange(m)[None, None, :, None]
+        c = np.arange(lw)[None, :, None, None] * m + np.arange(m)[None, None, None, :]
         rr = np.broadcast_to(r, (lh, lw, m, m))
         cc = np.broadcast_to(c, (lh, lw, m, m))
         pos[off : off + t * h * w, 0] = np.broadcast_to(rr, (t, lh, lw, m, m)).reshape(-1)
@@ -277,9 +286,13 @@ def pack_vision(
         pv = np.asarray(pv, np.float32)
         g = tuple(int(x) for x in np.asarray(g).reshape(3))
         if pv.ndim != 2 or pv.shape[1] != cfg.vision.patch_dim:
-            raise ValueError(f"pack_vision: item {k} pixel_values shape {pv.shape}, want [n, {cfg.vision.patch_dim}]")
+            raise ValueError(
+                f"pack_vision: item {k} pixel_values shape {pv.shape}, want [n, {cfg.vision.patch_dim}]"
+            )
         if pv.shape[0] != g[0] * g[1] * g[2]:
-            raise ValueError(f"pack_vision: item {k} has {pv.shape[0]} patch rows but grid {g} needs {np.prod(g)}")
+            raise ValueError(
+                f"pack_vision: item {k} has {pv.shape[0]} patch rows but grid {g} needs {np.prod(g)}"
+            )
         pix.append(pv)
         grids.append(g)
     req = required_vision_sizes(cfg.vision, grids)
@@ -294,10 +307,13 @@ def pack_vision(
 
 
 def check_vision_tokens(cfg: Qwen25VLConfig, input_ids: np.ndarray, grids: Sequence) -> None:
-    """Raise if the image/video pad tokens in ``input_ids`` do not match the merged-token count of ``grids``."""
+    """Raise if the image/video pad tokens in ``input_ids`` do not match the merged-token count of
+    ``grids``."""
     ids = np.asarray(input_ids)
     n_tok = int(np.sum((ids == cfg.image_token_id) | (ids == cfg.video_token_id)))
     m = cfg.vision.merge_unit
     n_feat = sum(t * h * w // m for t, h, w in _grids(grids, "grid_thw"))
     if n_tok != n_feat:
-        raise ValueError(f"{n_tok} image/video pad tokens in input_ids but the visual inputs give {n_feat} features")
+        raise ValueError(
+            f"{n_tok} image/video pad tokens in input_ids but the visual inputs give {n_feat} features"
+        )

@@ -1,8 +1,8 @@
 """Partition specs for the Qwen2.5-VL parameters over mesh axes ``fsdp`` and ``tp`` (``data`` is pure DP).
 
-Each ``nnx.Param`` carries its spec as ``out_sharding`` metadata (set in ``model.py``): kernels shard their input
-dimension over ``fsdp`` and their output (heads / MLP width / vocab) over ``tp``; norms and small biases are
-replicated; the layer axis of stacked parameters is never sharded.
+Each ``nnx.Param`` carries its spec as ``out_sharding`` metadata (set in ``model.py``): kernels shard their
+input dimension over ``fsdp`` and their output (heads / MLP width / vocab) over ``tp``; norms and small biases
+are replicated; the layer axis of stacked parameters is never sharded.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ def fit_spec(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh | None) -> 
 def param_partition_specs(model_or_state: Any, mesh: Mesh | None = None) -> Any:
     """A pytree of ``PartitionSpec`` with the structure of ``nnx.state(model, nnx.Param)``.
 
-    With ``mesh``, axes that do not divide a dimension (or are absent from the mesh) are dropped, so the result
-    is always valid for ``NamedSharding(mesh, spec)``. Accepts the model, its param state, or an abstract state
-    from ``nnx.eval_shape``.
+    With ``mesh``, axes that do not divide a dimension (or are absent from the mesh) are dropped, so the
+    result is always valid for ``NamedSharding(mesh, spec)``. Accepts the model, its param state, or an
+    abstract state from ``nnx.eval_shape``.
     """
     state = _state(model_or_state)
     specs = nnx.get_partition_spec(state)
