@@ -131,3 +131,53 @@ def video_prompt(grid, *, before: int, after: int, rng, video_id: int = VIDEO_ID
 def random_patches(grid, rng) -> np.ndarray:
     t, h, w = grid
     return rng.standard_normal((t * h * w, 1176)).astype(np.float32)
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def save_tiny_tokenizer(path: Path) -> None:
+    """A word-level tokenizer over the tiny vocabulary with Qwen's special tokens and a Qwen-shaped chat
+    template, saved so that ``AutoTokenizer.from_pretrained(path)`` loads it (no downloads, no BPE files)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [f"w{i}" for i in range(140)] + [
+        "system",
+        "You",
+        "are",
+        "a",
+        "helpful",
+        "assistant.",
+        "user",
+        "assistant",
+    ]
+    vocab = {w: i for i, w in enumerate(words)}
+    specials = {
+        "<|vision_start|>": VSTART_ID,
+        "<|image_pad|>": IMAGE_ID,
+        "<|video_pad|>": VIDEO_ID,
+        "<|vision_end|>": VEND_ID,
+        "<|im_end|>": EOS_ID,
+        "<|endoftext|>": PAD_ID,
+        "<|im_start|>": 157,
+        "[UNK]": 158,
+    }
+    vocab.update(specials)
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="[UNK]", pad_token="<|endoftext|>", eos_token="<|im_end|>"
+    )
+    tok.add_special_tokens({"additional_special_tokens": [k for k in specials if k != "[UNK]"]})
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(path)

@@ -383,3 +383,44 @@ def test_bf16_compute_close_to_fp32(untied):
     b = _ours(m16, ids, mask, pos, items)
     assert np.abs(a - b).max() < 0.1 * np.abs(a).max()
     assert (np.argmax(a, -1) == np.argmax(b, -1)).mean() > 0.8
+
+
+def test_tokenizer_chat_template_video_end_to_end(untied, tmp_path):
+    """AutoTokenizer + chat template from the checkpoint dir, host preprocessing, rope index, model vs HF."""
+    from qwen25vl_helpers import save_tiny_tokenizer
+    from transformers import AutoTokenizer
+
+    from tempr1_jax.models.qwen25vl.preprocess import preprocess_video
+
+    hm, path, model = untied
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(path, ckpt)
+    save_tiny_tokenizer(ckpt)
+    tok = AutoTokenizer.from_pretrained(ckpt)
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "w5 w17 w3"}]}]
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert "<|vision_start|><|video_pad|><|vision_end|>" in text
+    rng = np.random.default_rng(11)
+    frames = rng.integers(0, 256, size=(4, 60, 90, 3), dtype=np.uint8)
+    video = preprocess_video(frames, np.array([0.0, 0.5, 1.0, 1.5]))
+    ids = rope.expand_vision_pads(
+        model.cfg, tok(text, add_special_tokens=False)["input_ids"], [video.num_tokens]
+    )
+    assert ids.count(VIDEO_ID) == video.num_tokens
+    ids = np.array([ids])
+    mask = np.ones_like(ids)
+    pos, _ = rope.get_rope_index(
+        model.cfg, ids, mask, video_grid_thw=[video.grid_thw], second_per_grid_ts=[video.second_per_grid_ts]
+    )
+    item = (video.pixel_values, tuple(video.grid_thw))
+    ref = _hf_logits(hm, ids, mask, pos, videos=[item], spg=[video.second_per_grid_ts])
+    ours = _ours(model, ids, mask, pos, [video])
+    _check(ours, ref, mask)
+    assert isinstance(tok.decode(np.argmax(ours[0, -3:], -1)), str)
+    out = params.export_hf_checkpoint(model, tmp_path / "export", copy_aux_from=ckpt)
+    assert (
+        AutoTokenizer.from_pretrained(out).apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        == text
+    )

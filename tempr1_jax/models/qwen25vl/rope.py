@@ -317,3 +317,29 @@ def check_vision_tokens(cfg: Qwen25VLConfig, input_ids: np.ndarray, grids: Seque
         raise ValueError(
             f"{n_tok} image/video pad tokens in input_ids but the visual inputs give {n_feat} features"
         )
+
+
+def expand_vision_pads(
+    cfg: Qwen25VLConfig, input_ids: Sequence[int], token_counts: Sequence[int]
+) -> list[int]:
+    """Repeat each single image/video pad token (as a chat template emits it) to its visual token count.
+
+    input_ids: one prompt's token ids with one ``<|image_pad|>`` / ``<|video_pad|>`` per visual input, in
+    order; token_counts: LLM tokens of each visual input in the same order (``VideoInputs.num_tokens``).
+    """
+    counts = list(token_counts)
+    out: list[int] = []
+    k = 0
+    for tok in input_ids:
+        if tok in (cfg.image_token_id, cfg.video_token_id):
+            if k >= len(counts):
+                raise ValueError(
+                    f"expand_vision_pads: more visual pad tokens than the {len(counts)} counts given"
+                )
+            out.extend([int(tok)] * int(counts[k]))
+            k += 1
+        else:
+            out.append(int(tok))
+    if k != len(counts):
+        raise ValueError(f"expand_vision_pads: {len(counts)} counts given but {k} visual pad tokens found")
+    return out
