@@ -6,6 +6,7 @@ straight onto the mesh, and prefill + decode all equal the single-device results
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -100,8 +101,9 @@ def main() -> int:
         jax.device_put(mask, batch),
         {k: jax.device_put(v, repl) for k, v in vis.items()},
     )
-    for m in (model, loaded):
-        sharded = run(m, *args)
+    for m, ctx in ((model, jax.set_mesh(mesh)), (loaded, contextlib.nullcontext())):
+        with ctx:  # with a mesh context the model also constrains activations to the batch axes
+            sharded = run(m, *args)
         for name, a, b in zip(("hidden", "logits", "prefill", "decode"), single, sharded, strict=True):
             err = float(np.abs(a - b).max())
             assert err < 1e-5, (name, err)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from tempr1_jax.models.qwen25vl.config import Qwen25VLConfig
+from tempr1_jax.models.qwen25vl.sharding import BATCH_AXES
 
 Array = jax.Array
 
@@ -67,6 +68,31 @@ def _rotate_half(x: Array) -> Array:
 def _dense(x: Array, kernel: Array, bias: Array | None = None) -> Array:
     y = jnp.matmul(x, kernel.astype(x.dtype))
     return y if bias is None else y + bias.astype(x.dtype)
+
+
+def shard_batch(x: Array) -> Array:
+    """Constrain activations [B, ...] to be split over the batch axes of the current mesh (``jax.set_mesh``).
+
+    FSDP semantics: activations stay batch-sharded and parameters are gathered per layer. A no-op without a
+    mesh context or when B does not divide.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    axes = tuple(a for a in BATCH_AXES if a in mesh.shape)
+    size = 1
+    for a in axes:
+        size *= mesh.shape[a]
+    if not axes or x.shape[0] % size:
+        return x
+    return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec(axes, *([None] * (x.ndim - 1))))
+
+
+def replicate(x: Array) -> Array:
+    """Constrain ``x`` to be replicated over the current mesh (no-op without ``jax.set_mesh``)."""
+    if jax.sharding.get_abstract_mesh().empty:
+        return x
+    return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec())
 
 
 def _remat(fn, policy: str):
@@ -277,7 +303,9 @@ class TextModel(nnx.Module):
     def __init__(self, cfg: Qwen25VLConfig, rngs: nnx.Rngs | None):
         t, dt = cfg.text, jnp.dtype(cfg.param_dtype)
         self.cfg = cfg
-        self.embed = _param(rngs, "normal", (t.vocab_size, t.hidden_size), ("tp", "fsdp"), dt)
+        # Vocab split over tp and fsdp, hidden replicated: the lookup is a masked local gather plus an
+        # all-reduce, and its output can be split over the batch without another exchange.
+        self.embed = _param(rngs, "normal", (t.vocab_size, t.hidden_size), (("tp", "fsdp"), None), dt)
         self.layers = TextLayers(cfg, rngs)
         self.norm = _param(rngs, "ones", (t.hidden_size,), (None,), dt)
         if not cfg.tie_word_embeddings:
@@ -339,8 +367,9 @@ class TextModel(nnx.Module):
         cos, sin = self.cos_sin(position_ids, x.dtype)
 
         def layer(x, p):
+            x = shard_batch(x)
             q, k, v = self._qkv(p, x, cos, sin)
-            return self._finish(p, x, self._attend(q, k, v, attention_mask)), None
+            return shard_batch(self._finish(p, x, self._attend(q, k, v, attention_mask))), None
 
         x, _ = jax.lax.scan(_remat(layer, self.cfg.remat), x, self.layers.arrays())
         return _rms_norm(x, self.norm[...], self.cfg.text.rms_norm_eps)
@@ -433,7 +462,7 @@ class Qwen25VL(nnx.Module):
         Pass ``vision_features`` (from ``vision_features``) to reuse them, e.g. across a GRPO group.
         """
         dtype = jnp.dtype(self.cfg.dtype)
-        x = jnp.take(self.text.embed[...], input_ids, axis=0).astype(dtype)
+        x = shard_batch(jnp.take(self.text.embed[...], input_ids, axis=0).astype(dtype))
         if vision_features is None and vision is not None:
             vision_features = self.vision_features(vision)
         if vision_features is None:
@@ -441,7 +470,8 @@ class Qwen25VL(nnx.Module):
         is_vis = (input_ids == self.cfg.image_token_id) | (input_ids == self.cfg.video_token_id)
         flat = is_vis.reshape(-1)
         idx = jnp.clip(jnp.cumsum(flat.astype(jnp.int32)) - 1, 0, vision_features.shape[0] - 1)
-        feats = jnp.take(vision_features.astype(dtype), idx, axis=0).reshape(x.shape)
+        feats = jnp.take(replicate(vision_features.astype(dtype)), idx, axis=0)
+        feats = shard_batch(feats.reshape(x.shape))
         return jnp.where(is_vis[..., None], feats, x)
 
     def head_weight(self) -> Array:
