@@ -6,7 +6,6 @@ straight onto the mesh, and prefill + decode all equal the single-device results
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import tempfile
@@ -56,19 +55,19 @@ def main() -> int:
         cfg, items, rope.bucket_vision_sizes(rope.required_vision_sizes(cfg.vision, grids))
     )
 
+    graphdef = nnx.graphdef(model)
+
+    @jax.jit
+    def fwd(state, ids, pos, mask, vis):
+        m = nnx.merge(graphdef, state)
+        h = m(ids, pos, mask, vis)
+        cache = m.init_cache(ids.shape[0], ids.shape[1] + 2)
+        last, cache = m.prefill(ids, pos, mask, cache, vis)
+        nxt, cache = m.decode_step(jnp.argmax(last, -1).astype(jnp.int32), cache)
+        return h, m.logits(ids, pos, mask, vis), last, nxt
+
     def run(model, ids, pos, mask, vis):
-        graphdef, state = nnx.split(model)
-
-        @jax.jit
-        def fwd(state, ids, pos, mask, vis):
-            m = nnx.merge(graphdef, state)
-            h = m(ids, pos, mask, vis)
-            cache = m.init_cache(ids.shape[0], ids.shape[1] + 2)
-            last, cache = m.prefill(ids, pos, mask, cache, vis)
-            nxt, cache = m.decode_step(jnp.argmax(last, -1).astype(jnp.int32), cache)
-            return h, m.logits(ids, pos, mask, vis), last, nxt
-
-        return [np.asarray(x) for x in fwd(state, ids, pos, mask, vis)]
+        return [np.asarray(x) for x in fwd(nnx.state(model), ids, pos, mask, vis)]
 
     single = run(
         model,
@@ -101,8 +100,8 @@ def main() -> int:
         jax.device_put(mask, batch),
         {k: jax.device_put(v, repl) for k, v in vis.items()},
     )
-    for m, ctx in ((model, jax.set_mesh(mesh)), (loaded, contextlib.nullcontext())):
-        with ctx:  # with a mesh context the model also constrains activations to the batch axes
+    for m in (model, loaded):
+        with jax.set_mesh(mesh):  # with a mesh context the model also constrains activations to the batch
             sharded = run(m, *args)
         for name, a, b in zip(("hidden", "logits", "prefill", "decode"), single, sharded, strict=True):
             err = float(np.abs(a - b).max())

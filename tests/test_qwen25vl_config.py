@@ -140,7 +140,7 @@ def test_every_param_has_a_spec_over_fsdp_tp():
     leaves = jax.tree.leaves(specs)
     assert jax.tree.structure(specs) == jax.tree.structure(state)
     assert len(leaves) == len(jax.tree.leaves(state))
-    names = {a for s in leaves for a in s if a is not None}
+    names = {n for s in leaves for a in s if a is not None for n in ((a,) if isinstance(a, str) else a)}
     assert names == {"fsdp", "tp"}
     sharded = [s for s in leaves if any(a is not None for a in s)]
     assert len(sharded) >= 20
