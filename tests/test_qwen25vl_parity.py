@@ -186,7 +186,15 @@ def test_tied_3b_style_checkpoint(tmp_path):
     model = params.load_hf_checkpoint(path, dtype="float32")
     assert model.cfg.tie_word_embeddings and not hasattr(model.text, "lm_head")
     ids, mask, pos, items = _video_case(model.cfg)
-    _check(_ours(model, ids, mask, pos, items), _hf_logits(hm, ids, mask, pos, videos=items, spg=[1.0]), mask)
+    ref = _hf_logits(hm, ids, mask, pos, videos=items, spg=[1.0])
+    _check(_ours(model, ids, mask, pos, items), ref, mask)
+    # Export keeps the tie: no lm_head.weight, and transformers ties it back on load.
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    out = params.export_hf_checkpoint(model, tmp_path / "export", dtype="float32")
+    assert not params.Checkpoint(out).has("lm_head.weight")
+    hm2 = Qwen2_5_VLForConditionalGeneration.from_pretrained(out, attn_implementation="eager").eval()
+    np.testing.assert_allclose(_hf_logits(hm2, ids, mask, pos, videos=items, spg=[1.0]), ref, atol=1e-5)
 
 
 def test_new_key_layout_sharded(untied, tmp_path):

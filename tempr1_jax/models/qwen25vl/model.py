@@ -25,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx, struct
 
 from tempr1_jax.models.qwen25vl.config import Qwen25VLConfig
@@ -190,20 +191,15 @@ class VisionTower(nnx.Module):
         dtype = jnp.dtype(cfg.dtype)
         x = _dense(vision["pixel_values"].astype(dtype), self.patch_embed[...])
         cos, sin = _vision_rope(vision["pos"], v.head_dim, v.rope_theta)
-        full = (
-            jnp.zeros((v.depth,), bool).at[jnp.asarray(v.fullatt_block_indexes, jnp.int32)].set(True)
-            if v.fullatt_block_indexes
-            else jnp.zeros((v.depth,), bool)
-        )
+        full = jnp.asarray(np.isin(np.arange(v.depth), v.fullatt_block_indexes))  # per-layer attention kind
         heads, hd = v.num_heads, v.head_dim
         impl = cfg.attention_impl
 
         def block(x, p_and_full):
             p, is_full = p_and_full
             h = _rms_norm(x, p["norm1"], v.rms_norm_eps)
-            qkv = jnp.einsum("pd,dtk->ptk", h, p["qkv_kernel"].astype(h.dtype)) + p["qkv_bias"].astype(
-                h.dtype
-            )
+            qkv = jnp.einsum("pd,dtk->ptk", h, p["qkv_kernel"].astype(h.dtype))
+            qkv = qkv + p["qkv_bias"].astype(h.dtype)
             qkv = qkv.reshape(qkv.shape[0], 3, heads, hd)
             q, k, val = qkv[:, 0], qkv[:, 1], qkv[:, 2]
             c, s = cos[:, None, :], sin[:, None, :]
@@ -318,7 +314,6 @@ class TextModel(nnx.Module):
         return self.lm_head[...]
 
     # -- one decoder layer, split so the cached and uncached paths share code
-    # ------------------------------------
     def _qkv(self, p: dict, x: Array, cos: Array, sin: Array) -> tuple[Array, Array, Array]:
         t = self.cfg.text
         h = _rms_norm(x, p["input_norm"], t.rms_norm_eps)
@@ -449,7 +444,6 @@ class Qwen25VL(nnx.Module):
         self.text = TextModel(cfg, rngs)
 
     # -- pieces
-    # -------------------------------------------------------------------------------------------------
     def vision_features(self, vision: dict[str, Array]) -> Array:
         """Merged vision features [P/4, D] for the packed patches (padding rows at the end are junk)."""
         return self.visual(vision)
@@ -479,7 +473,6 @@ class Qwen25VL(nnx.Module):
         return self.text.head_weight()
 
     # -- forward
-    # ------------------------------------------------------------------------------------------------
     def __call__(
         self,
         input_ids: Array,
@@ -507,7 +500,6 @@ class Qwen25VL(nnx.Module):
         )
 
     # -- generation
-    # -------------------------------------------------------------------------------------------
     def init_cache(self, batch: int, max_length: int, dtype: Any = None) -> KVCache:
         t = self.cfg.text
         dtype = jnp.dtype(dtype or self.cfg.dtype)

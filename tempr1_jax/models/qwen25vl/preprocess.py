@@ -195,10 +195,13 @@ def resize_frames(frames: np.ndarray, height: int, width: int, *, chunk: int = 1
     out = np.empty((t, height, width, 3), np.uint8)
     for s in range(0, t, chunk):
         x = frames[s : s + chunk].astype(np.float32)
-        x = np.einsum("thwc,ow->thoc", x, ww)
+        n = x.shape[0]
+        # Width pass as one GEMM: [n, H, 3, W] @ [W, w] -> [n, H, 3, w], rounded to uint8 levels like PIL.
+        x = (x.transpose(0, 1, 3, 2).reshape(-1, w_in) @ ww.T).reshape(n, h_in, 3, width)
         x = np.clip(np.rint(x), 0, 255)
-        x = np.einsum("thwc,oh->towc", x, wh)
-        out[s : s + chunk] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        # Height pass: [n, 3, w, H] @ [H, h] -> [n, 3, w, h] -> [n, h, w, 3].
+        x = (x.transpose(0, 2, 3, 1).reshape(-1, h_in) @ wh.T).reshape(n, 3, width, height)
+        out[s : s + chunk] = np.clip(np.rint(x), 0, 255).astype(np.uint8).transpose(0, 3, 2, 1)
     return out
 
 
