@@ -113,3 +113,25 @@ def test_bf16_params_and_compute():
     assert h.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(h)))
     cache = model.init_cache(1, 24)
     assert cache.k.dtype == jnp.bfloat16 and cache.k.shape == (2, 1, 24, 2, 16)
+
+
+def test_query_chunked_attention_equals_dense():
+    base = qconfig.preset("tiny", dtype="float32")
+    rng = np.random.default_rng(3)
+    mask = np.ones((2, 30), np.int32)
+    mask[1, :5] = 0  # left padding
+    ids = jnp.asarray(rng.integers(0, 200, size=(2, 30)))
+    pos = jnp.asarray(rope.text_positions(mask))
+    w = jnp.asarray(rng.standard_normal((2, 30, 64)), jnp.float32)
+
+    @nnx.jit
+    @nnx.value_and_grad
+    def loss(model):
+        return jnp.sum(model(ids, pos, jnp.asarray(mask)) * w * jnp.asarray(mask)[..., None])
+
+    dense = Qwen25VL(base, rngs=nnx.Rngs(0))
+    chunked = Qwen25VL(base.replace(attention_chunk=8), rngs=nnx.Rngs(0))  # 30 rows: 4 blocks, last padded
+    (l1, g1), (l2, g2) = loss(dense), loss(chunked)
+    np.testing.assert_allclose(l1, l2, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(nnx.state(g1.text)), jax.tree.leaves(nnx.state(g2.text)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

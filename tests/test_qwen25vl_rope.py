@@ -182,5 +182,9 @@ def test_layout_matches_hf_windows_frames_and_positions(grids):
 def test_layout_rejects_too_small_bucket():
     with pytest.raises(ValueError, match="larger than the bucket"):
         rope.vision_layout(CFG.vision, [(2, 8, 8)], rope.VisionSizes(64, 2, 2, 64))
+    with pytest.raises(ValueError, match="multiples of the merge size"):
+        rope.required_vision_sizes(CFG.vision, [(1, 4, 5)])
+    empty = rope.pack_vision(CFG, [], rope.VisionSizes(64, 2, 2, 64))  # text-only batch, same bucket
+    assert empty["pixel_values"].shape == (64, 1176) and not empty["pixel_values"].any()
     with pytest.raises(ValueError, match="patch rows"):
         rope.pack_vision(CFG, [(np.zeros((10, 1176), np.float32), (1, 4, 4))])

@@ -147,6 +147,8 @@ class Qwen25VLConfig:
     attention_impl: passed to ``jax.nn.dot_product_attention`` (None/"xla" everywhere, "cudnn" for cuDNN flash
       attention on GPU with bf16/fp16 compute; the text prefill then assumes right padding).
     remat: "none", "full" (recompute each block in the backward pass) or "dots" (save matmul outputs only).
+    attention_chunk: with the XLA attention, split the text queries into blocks of this many rows (0 = off)
+      so that long sequences never hold [B, H, L, L] fp32 scores at once (TPU / CPU memory).
     """
 
     text: TextConfig
@@ -163,6 +165,7 @@ class Qwen25VLConfig:
     param_dtype: str = "float32"
     attention_impl: str | None = None
     remat: str = "none"
+    attention_chunk: int = 0
 
     def validate(self) -> Qwen25VLConfig:
         self.text.validate()
@@ -178,6 +181,8 @@ class Qwen25VLConfig:
                 raise ValueError(f"{name} {v} outside the vocabulary [0, {self.text.vocab_size})")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl {self.attention_impl!r} not in {ATTENTION_IMPLS}")
+        if not isinstance(self.attention_chunk, int) or self.attention_chunk < 0:
+            raise ValueError(f"attention_chunk must be an int >= 0, got {self.attention_chunk!r}")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat {self.remat!r} not in {REMAT_POLICIES}")
         for name in ("dtype", "param_dtype"):

@@ -348,10 +348,31 @@ class TextModel(nnx.Module):
                 key_value_seq_lengths=lengths,
                 implementation="cudnn",
             )
-        seq = q.shape[1]
-        causal = jnp.tril(jnp.ones((seq, seq), bool))
-        mask = causal[None, None] & attention_mask.astype(bool)[:, None, None, :]
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+        b, seq = q.shape[:2]
+        key_ok = attention_mask.astype(bool)[:, None, None, :]
+        chunk = self.cfg.attention_chunk
+        if not chunk or seq <= chunk:
+            causal = jnp.tril(jnp.ones((seq, seq), bool))
+            return jax.nn.dot_product_attention(
+                q, k, v, mask=causal[None, None] & key_ok, implementation=impl
+            )
+        # Query blocks of ``chunk`` rows, each rematerialized: the [B, H, chunk, L] fp32 scores of one block
+        # exist at a time instead of [B, H, L, L].
+        n = -(-seq // chunk)
+        qp = jnp.pad(q, ((0, 0), (0, n * chunk - seq), (0, 0), (0, 0)))
+        qp = qp.reshape(b, n, chunk, *q.shape[2:]).swapaxes(0, 1)
+
+        @jax.checkpoint
+        def block(args):
+            qi, i = args
+            rows = i * chunk + jnp.arange(chunk)
+            causal = rows[:, None] >= jnp.arange(seq)[None, :]
+            return jax.nn.dot_product_attention(
+                qi, k, v, mask=causal[None, None] & key_ok, implementation=impl
+            )
+
+        out = jax.lax.map(block, (qp, jnp.arange(n)))
+        return out.swapaxes(0, 1).reshape(b, n * chunk, *q.shape[2:])[:, :seq]
 
     def cos_sin(self, position_ids: Array, dtype: Any) -> tuple[Array, Array]:
         t = self.cfg.text

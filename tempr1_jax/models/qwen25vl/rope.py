@@ -172,6 +172,9 @@ def required_vision_sizes(vcfg: VisionConfig, grids: Sequence) -> VisionSizes:
     """The smallest ``VisionSizes`` that holds these (t, h, w) grids."""
     gl = _grids(grids, "grid_thw")
     m, wm = vcfg.spatial_merge_size, vcfg.window_merged
+    bad = [g for g in gl if g[1] % m or g[2] % m]
+    if bad:
+        raise ValueError(f"grid_thw {bad}: h and w must be multiples of the merge size {m}")
     n_patch = sum(t * h * w for t, h, w in gl)
     n_win = sum(t * -(-(h // m) // wm) * -(-(w // m) // wm) for t, h, w in gl)
     n_frames = sum(t for t, _, _ in gl)
