@@ -282,6 +282,7 @@ class KVCache:
     k, v: [layers, B, C, KV, head_dim] (compute dtype); valid: bool [B, C] (slot holds a real token);
     index: int32 scalar, the next slot to write (the same for every row); next_pos: int32 [B], the M-RoPE
     position of the next token (all three axes), i.e. rope_delta + number of real tokens so far.
+    Size it for prompt + new tokens: under jit a write past the end cannot raise and lands on the last slot.
     """
 
     k: Array
@@ -523,6 +524,8 @@ class Qwen25VL(nnx.Module):
     # -- generation
     def init_cache(self, batch: int, max_length: int, dtype: Any = None) -> KVCache:
         t = self.cfg.text
+        if batch <= 0 or max_length <= 0:
+            raise ValueError(f"init_cache: batch {batch} and max_length {max_length} must be positive")
         dtype = jnp.dtype(dtype or self.cfg.dtype)
         shape = (t.num_hidden_layers, batch, max_length, t.num_key_value_heads, t.head_dim)
         return KVCache(
