@@ -149,6 +149,8 @@ class Qwen25VLConfig:
     remat: "none", "full" (recompute each block in the backward pass) or "dots" (save matmul outputs only).
     attention_chunk: with the XLA attention, split the text queries into blocks of this many rows (0 = off)
       so that long sequences never hold [B, H, L, L] fp32 scores at once (TPU / CPU memory).
+    scan_layers: run the stacked blocks with one ``lax.scan`` (fast compiles for deep models); False unrolls
+      them (longer compiles, usually faster steps, markedly so on CPU).
     """
 
     text: TextConfig
@@ -166,6 +168,7 @@ class Qwen25VLConfig:
     attention_impl: str | None = None
     remat: str = "none"
     attention_chunk: int = 0
+    scan_layers: bool = True
 
     def validate(self) -> Qwen25VLConfig:
         self.text.validate()
@@ -183,6 +186,8 @@ class Qwen25VLConfig:
             raise ValueError(f"attention_impl {self.attention_impl!r} not in {ATTENTION_IMPLS}")
         if not isinstance(self.attention_chunk, int) or self.attention_chunk < 0:
             raise ValueError(f"attention_chunk must be an int >= 0, got {self.attention_chunk!r}")
+        if not isinstance(self.scan_layers, bool):
+            raise ValueError(f"scan_layers must be a bool, got {self.scan_layers!r}")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat {self.remat!r} not in {REMAT_POLICIES}")
         for name in ("dtype", "param_dtype"):

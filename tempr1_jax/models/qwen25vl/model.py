@@ -224,7 +224,9 @@ class VisionTower(nnx.Module):
             x = x + _dense(g * _dense(h, p["up_kernel"], p["up_bias"]), p["down_kernel"], p["down_bias"])
             return x, None
 
-        x, _ = jax.lax.scan(_remat(block, cfg.remat), x, (self.blocks.arrays(), full))
+        x, _ = jax.lax.scan(
+            _remat(block, cfg.remat), x, (self.blocks.arrays(), full), unroll=not cfg.scan_layers
+        )
         return self.merger(x, v.rms_norm_eps, v.merge_unit)
 
 
@@ -388,7 +390,9 @@ class TextModel(nnx.Module):
             q, k, v = self._qkv(p, x, cos, sin)
             return shard_batch(self._finish(p, x, self._attend(q, k, v, attention_mask))), None
 
-        x, _ = jax.lax.scan(_remat(layer, self.cfg.remat), x, self.layers.arrays())
+        x, _ = jax.lax.scan(
+            _remat(layer, self.cfg.remat), x, self.layers.arrays(), unroll=not self.cfg.scan_layers
+        )
         return _rms_norm(x, self.norm[...], self.cfg.text.rms_norm_eps)
 
     def prefill(
@@ -409,7 +413,12 @@ class TextModel(nnx.Module):
             return (self._finish(p, x, self._attend(q, k, v, attention_mask)), ck, cv), None
 
         n = self.cfg.text.num_hidden_layers
-        (x, ck, cv), _ = jax.lax.scan(layer, (x, cache.k, cache.v), (self.layers.arrays(), jnp.arange(n)))
+        (x, ck, cv), _ = jax.lax.scan(
+            layer,
+            (x, cache.k, cache.v),
+            (self.layers.arrays(), jnp.arange(n)),
+            unroll=not self.cfg.scan_layers,
+        )
         mask = attention_mask.astype(bool)
         valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, 0))
         next_pos = jnp.max(jnp.where(mask[None], position_ids, -1), axis=(0, 2)).astype(jnp.int32) + 1
@@ -438,7 +447,12 @@ class TextModel(nnx.Module):
             return (self._finish(p, x, attn), ck, cv), None
 
         n = self.cfg.text.num_hidden_layers
-        (x, ck, cv), _ = jax.lax.scan(layer, (x, cache.k, cache.v), (self.layers.arrays(), jnp.arange(n)))
+        (x, ck, cv), _ = jax.lax.scan(
+            layer,
+            (x, cache.k, cache.v),
+            (self.layers.arrays(), jnp.arange(n)),
+            unroll=not self.cfg.scan_layers,
+        )
         cache = cache.replace(
             k=ck, v=cv, valid=valid, index=cache.index + 1, next_pos=cache.next_pos + tv.astype(jnp.int32)
         )
