@@ -135,3 +135,14 @@ def test_query_chunked_attention_equals_dense():
     np.testing.assert_allclose(l1, l2, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(nnx.state(g1.text)), jax.tree.leaves(nnx.state(g2.text)), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_unrolled_layers_equal_scan():
+    base = qconfig.preset("tiny", dtype="float32")
+    rng = np.random.default_rng(4)
+    ids, pos, mask, items = _batch(base, [(2, 4, 6)], 24, rng)
+    vis = rope.pack_vision(base, items)
+    fwd = nnx.jit(lambda m, *a: m.logits(*a))
+    a = fwd(Qwen25VL(base, rngs=nnx.Rngs(0)), ids, pos, mask, vis)
+    b = fwd(Qwen25VL(base.replace(scan_layers=False), rngs=nnx.Rngs(0)), ids, pos, mask, vis)
+    np.testing.assert_allclose(a, b, atol=1e-5)
