@@ -146,3 +146,18 @@ def test_unrolled_layers_equal_scan():
     a = fwd(Qwen25VL(base, rngs=nnx.Rngs(0)), ids, pos, mask, vis)
     b = fwd(Qwen25VL(base.replace(scan_layers=False), rngs=nnx.Rngs(0)), ids, pos, mask, vis)
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_bad_inputs_raise_clear_errors():
+    cfg = qconfig.preset("tiny", dtype="float32")
+    model = Qwen25VL(cfg, rngs=nnx.Rngs(0))
+    ids = jnp.zeros((2, 8), jnp.int32)
+    mask = jnp.ones((2, 8), jnp.int32)
+    with pytest.raises(ValueError, match="position_ids must be"):
+        model(ids, jnp.zeros((2, 8), jnp.int32), mask)
+    with pytest.raises(ValueError, match="attention_mask shape"):
+        model(ids, jnp.zeros((3, 2, 8), jnp.int32), mask[:, :4])
+    with pytest.raises(ValueError, match="lacks"):
+        model.vision_features({"pixel_values": jnp.zeros((4, 1176))})
+    with pytest.raises(ValueError, match="cache batch"):
+        model.prefill(ids, jnp.zeros((3, 2, 8), jnp.int32), mask, model.init_cache(3, 16))

@@ -462,15 +462,39 @@ class TextModel(nnx.Module):
 # ----------------------------------------------------------------------------------------------------
 # The full model
 
+VISION_KEYS = ("pixel_values", "pos", "win_index", "win_len", "win_inverse", "frame_index", "frame_len",
+               "frame_inverse")  # fmt: skip
+
+
+def _check_text(input_ids: Array, position_ids: Array, attention_mask: Array) -> None:
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be [B, L], got shape {input_ids.shape}")
+    if position_ids.shape != (3, *input_ids.shape):
+        raise ValueError(
+            f"position_ids must be [3, B, L] = {(3, *input_ids.shape)} (rope.get_rope_index), "
+            f"got {position_ids.shape}"
+        )
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask shape {attention_mask.shape} != input_ids shape {input_ids.shape}")
+
+
+def _check_vision(cfg: Qwen25VLConfig, vision: dict[str, Array]) -> None:
+    missing = [k for k in VISION_KEYS if k not in vision]
+    if missing:
+        raise ValueError(f"vision batch lacks {missing}; build it with rope.pack_vision")
+    p = vision["pixel_values"].shape
+    if len(p) != 2 or p[1] != cfg.vision.patch_dim or p[0] % cfg.vision.merge_unit:
+        raise ValueError(f"vision pixel_values shape {p}: want [P, {cfg.vision.patch_dim}] with P % 4 == 0")
+
 
 class Qwen25VL(nnx.Module):
     """Qwen2.5-VL. Build with ``Qwen25VL(cfg, rngs=nnx.Rngs(0))`` (random init) or
     ``params.load_hf_checkpoint``.
 
-    Inputs shared by the methods: input_ids int32 [B, L]; position_ids int32 [3, B, L]
-    (``rope.get_rope_index``);
-    attention_mask [B, L] (1 = token); vision: ``rope.pack_vision`` dict or None. Visual pad tokens (image and
-    video ids) are replaced, in row-major order, by the merged vision features of the packed inputs in order.
+    Inputs shared by the methods: input_ids int32 [B, L]; position_ids int32 [3, B, L] (from
+    ``rope.get_rope_index``); attention_mask [B, L] (1 = token); vision: ``rope.pack_vision`` dict or None.
+    Visual pad tokens (image and video ids) are replaced, in row-major order, by the merged vision features of
+    the packed inputs in order. Shapes are checked when tracing (a clear ValueError, no cost per step).
     """
 
     def __init__(self, cfg: Qwen25VLConfig, *, rngs: nnx.Rngs | None):
@@ -482,6 +506,7 @@ class Qwen25VL(nnx.Module):
     # -- pieces
     def vision_features(self, vision: dict[str, Array]) -> Array:
         """Merged vision features [P/4, D] for the packed patches (padding rows at the end are junk)."""
+        _check_vision(self.cfg, vision)
         return self.visual(vision)
 
     def embed(
@@ -491,6 +516,8 @@ class Qwen25VL(nnx.Module):
 
         Pass ``vision_features`` (from ``vision_features``) to reuse them, e.g. across a GRPO group.
         """
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be [B, L], got shape {input_ids.shape}")
         dtype = jnp.dtype(self.cfg.dtype)
         x = shard_batch(jnp.take(self.text.embed[...], input_ids, axis=0).astype(dtype))
         if vision_features is None and vision is not None:
@@ -518,6 +545,7 @@ class Qwen25VL(nnx.Module):
         vision_features: Array | None = None,
     ) -> Array:
         """Final hidden states [B, L, D] (after the last RMSNorm, before the head)."""
+        _check_text(input_ids, position_ids, attention_mask)
         x = self.embed(input_ids, vision, vision_features)
         return self.text(x, position_ids, attention_mask)
 
@@ -568,6 +596,9 @@ class Qwen25VL(nnx.Module):
 
         Works with left or right padding; decoding continues at slot L for every row (gaps are masked).
         """
+        _check_text(input_ids, position_ids, attention_mask)
+        if cache.k.shape[1] != input_ids.shape[0]:
+            raise ValueError(f"cache batch {cache.k.shape[1]} != input_ids batch {input_ids.shape[0]}")
         x = self.embed(input_ids, vision, vision_features)
         h, cache = self.text.prefill(x, position_ids, attention_mask, cache)
         seq = input_ids.shape[1]
