@@ -161,3 +161,29 @@ def test_bad_inputs_raise_clear_errors():
         model.vision_features({"pixel_values": jnp.zeros((4, 1176))})
     with pytest.raises(ValueError, match="cache batch"):
         model.prefill(ids, jnp.zeros((3, 2, 8), jnp.int32), mask, model.init_cache(3, 16))
+
+
+def test_prefill_once_repeat_rows_for_a_group():
+    cfg = qconfig.preset("tiny", dtype="float32")
+    model = Qwen25VL(cfg, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(5)
+    ids, pos, mask, items = _batch(cfg, [(2, 4, 4)], 20, rng)
+    vis = rope.pack_vision(cfg, items)
+    prefill = nnx.jit(lambda m, *a: m.prefill(*a))
+    decode = nnx.jit(lambda m, tok, cache: m.decode_step(tok, cache))
+    last1, c1 = prefill(model, ids, pos, mask, model.init_cache(1, 24), vis)
+    c1 = c1.repeat_rows(3)
+    g = 3
+    last3, c3 = prefill(
+        model,
+        np.repeat(ids, g, 0),
+        np.repeat(pos, g, 1),
+        np.repeat(mask, g, 0),
+        model.init_cache(g, 24),
+        rope.pack_vision(cfg, items * g),
+    )
+    np.testing.assert_allclose(np.repeat(last1, g, 0), last3, atol=1e-5)
+    toks = jnp.asarray([5, 6, 7], jnp.int32)
+    a, _ = decode(model, toks, c1)
+    b, _ = decode(model, toks, c3)
+    np.testing.assert_allclose(a, b, atol=1e-5)

@@ -297,6 +297,16 @@ class KVCache:
     def max_length(self) -> int:
         return self.k.shape[2]
 
+    def repeat_rows(self, n: int) -> KVCache:
+        """Each row repeated ``n`` times (row b -> rows b*n .. b*n+n-1): prefill a prompt once, then sample a
+        GRPO group of ``n`` completions from it."""
+        return self.replace(
+            k=jnp.repeat(self.k, n, axis=1),
+            v=jnp.repeat(self.v, n, axis=1),
+            valid=jnp.repeat(self.valid, n, axis=0),
+            next_pos=jnp.repeat(self.next_pos, n, axis=0),
+        )
+
 
 class TextModel(nnx.Module):
     def __init__(self, cfg: Qwen25VLConfig, rngs: nnx.Rngs | None):
