@@ -393,6 +393,37 @@ def test_bf16_compute_close_to_fp32(untied):
     assert (np.argmax(a, -1) == np.argmax(b, -1)).mean() > 0.8
 
 
+def test_bf16_matches_hf_bf16(untied):
+    """All-bf16 weights and compute on both sides: the same casting order gives bf16-noise-level agreement."""
+    import copy
+
+    hm, path, model = untied
+    hb = copy.deepcopy(hm).to(torch.bfloat16)
+    mb = params.load_hf_checkpoint(path, dtype="bfloat16", param_dtype="bfloat16")
+    ids, mask, pos, items = _video_case(model.cfg)
+    ((pix, grid),) = items
+    tt = np.where(ids == VIDEO_ID, 2, 0)
+    with torch.no_grad():
+        hb.model.rope_deltas = None
+        ref = (
+            hb(
+                input_ids=torch.tensor(ids),
+                attention_mask=torch.tensor(mask),
+                position_ids=torch.tensor(pos).long(),
+                mm_token_type_ids=torch.tensor(tt),
+                pixel_values_videos=torch.tensor(pix).to(torch.bfloat16),
+                video_grid_thw=torch.tensor([grid]),
+                second_per_grid_ts=torch.tensor([1.0]),
+            )
+            .logits.float()
+            .numpy()
+        )
+    ours = _ours(mb, ids, mask, pos, items)
+    fp32 = _ours(model, ids, mask, pos, items)
+    noise = np.abs(ref - fp32).max()  # HF's own bf16 error
+    assert np.abs(ours - ref).max() <= 3 * noise + 1e-2, (np.abs(ours - ref).max(), noise)
+
+
 def test_tokenizer_chat_template_video_end_to_end(untied, tmp_path):
     """AutoTokenizer + chat template from the checkpoint dir, host preprocessing, rope index, model vs HF."""
     from qwen25vl_helpers import save_tiny_tokenizer
