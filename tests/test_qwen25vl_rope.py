@@ -188,3 +188,19 @@ def test_layout_rejects_too_small_bucket():
     assert empty["pixel_values"].shape == (64, 1176) and not empty["pixel_values"].any()
     with pytest.raises(ValueError, match="patch rows"):
         rope.pack_vision(CFG, [(np.zeros((10, 1176), np.float32), (1, 4, 4))])
+
+
+def test_pack_padded_vision_matches_pack_vision():
+    rng = np.random.default_rng(5)
+    grids = np.array([[2, 4, 6], [0, 0, 0], [1, 6, 4]])
+    pv = rng.standard_normal((3, 64, 1176)).astype(np.float32)
+    sizes = rope.VisionSizes(128, 8, 8, 64)
+    out = rope.pack_padded_vision(CFG, pv, grids, sizes)
+    ref = rope.pack_vision(CFG, [(pv[0, :48], (2, 4, 6)), (pv[2, :24], (1, 6, 4))], sizes)
+    for k in ref:
+        np.testing.assert_array_equal(out[k], ref[k])
+    ids = np.zeros((3, 20), np.int64)
+    ids[0, :12] = VIDEO_ID
+    ids[2, :5] = VIDEO_ID
+    with pytest.raises(ValueError, match="row 2 has 5 visual pad tokens"):
+        rope.pack_padded_vision(CFG, pv, grids, sizes, input_ids=ids)

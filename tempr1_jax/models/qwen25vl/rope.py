@@ -346,3 +346,44 @@ def expand_vision_pads(
     if k != len(counts):
         raise ValueError(f"expand_vision_pads: {len(counts)} counts given but {k} visual pad tokens found")
     return out
+
+
+def pack_padded_vision(
+    cfg: Qwen25VLConfig,
+    pixel_values: np.ndarray,
+    grid_thw: np.ndarray,
+    sizes: VisionSizes | None = None,
+    input_ids: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """``pack_vision`` for a batch that stores one video per row, padded: pixel_values [B, N, 1176] (the first
+    t*h*w rows of each are real) and grid_thw [B, 3] (a row of zeros = no video), as the data pipeline emits.
+
+    sizes defaults to ``bucket_vision_sizes`` of what the batch needs. With ``input_ids`` [B, L], each row's
+    image/video pad count is checked against its grid.
+    """
+    pv = np.asarray(pixel_values)
+    grids = np.asarray(grid_thw, np.int64).reshape(-1, 3)
+    if pv.ndim != 3 or pv.shape[0] != grids.shape[0]:
+        raise ValueError(f"pack_padded_vision: pixel_values {pv.shape} and grid_thw {grids.shape} disagree")
+    items = []
+    for b, g in enumerate(grids):
+        n = int(np.prod(g))
+        if n == 0:
+            continue
+        if n > pv.shape[1]:
+            raise ValueError(
+                f"pack_padded_vision: row {b} grid {g.tolist()} needs {n} patches, have {pv.shape[1]}"
+            )
+        items.append((pv[b, :n], tuple(int(x) for x in g)))
+    if input_ids is not None:
+        ids = np.asarray(input_ids)
+        for b, g in enumerate(grids):
+            have = int(np.sum((ids[b] == cfg.image_token_id) | (ids[b] == cfg.video_token_id)))
+            want = int(np.prod(g)) // cfg.vision.merge_unit
+            if have != want:
+                raise ValueError(
+                    f"pack_padded_vision: row {b} has {have} visual pad tokens, grid gives {want}"
+                )
+    if sizes is None:
+        sizes = bucket_vision_sizes(required_vision_sizes(cfg.vision, [g for _, g in items]))
+    return pack_vision(cfg, items, sizes)
