@@ -11,8 +11,8 @@ divided by the sampling temperature, as TRL does), so that ``old_logp`` and ``lo
 ``batch`` is the (micro-)batch dict as given to ``train_step``: the policy reads its own inputs from it
 (tokens, positions, video patches...) and ignores the rest.
 
-The batch (a dict of arrays, every one with the batch as leading dim, B = prompts * G with each prompt's G
-completions contiguous) carries, besides the policy's inputs:
+The batch (a dict of arrays, B = prompts * G rows with each prompt's G completions contiguous; every leaf has
+the rows or the prompts, B / G, as leading dim) carries, besides the policy's inputs:
 
     completion_mask [B, L] bool   the completion tokens that count (EOS included, padding excluded)
     rewards         [B]    f32    total reward per completion (non-finite: unscorable, advantage 0)
@@ -256,10 +256,15 @@ def abstract_state(state_or_shape: TrainState, shardings: TrainState | None = No
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _split(x: jax.Array, n: int) -> jax.Array:
-    """[B, ...] -> [n, B / n, ...], micro-batch k = rows k, k + n, k + 2n, ... (strided, so that each
-    micro-batch keeps rows on every device of a batch sharded in contiguous blocks)."""
-    return x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1)
+def _split(x: jax.Array, n: int, shards: int) -> jax.Array:
+    """[B, ...] -> [n, B / n, ...]: micro-batch k takes the k-th contiguous block of each batch shard's rows.
+
+    Every micro-batch keeps rows on every device of a batch sharded in ``shards`` contiguous blocks, and
+    when a block holds whole GRPO groups (checked by the step), leaves with one row per prompt (leading dim
+    B / G, e.g. a prompt's video shared by its G completions) split into the same groups as the rows.
+    """
+    rows = x.shape[0] // (shards * n)
+    return x.reshape(shards, n, rows, *x.shape[1:]).swapaxes(0, 1).reshape(n, shards * rows, *x.shape[1:])
 
 
 def _tree_all_finite(tree: Any) -> jax.Array:
@@ -327,18 +332,31 @@ def make_train_step(
             )
         rewards = jnp.asarray(batch["rewards"], jnp.float32)
         B = rewards.shape[0]
+        shards = 1 if batch_sharding is None else sharding.batch_shards(batch_sharding.mesh)
         if B % (G * micro_batches):
             raise ValueError(
                 f"train_step: batch of {B} rows is not a multiple of num_generations={G} x "
                 f"micro_batches={micro_batches}"
             )
-        if batch_sharding is not None:
-            shards = sharding.batch_shards(batch_sharding.mesh)
-            if (B // micro_batches) % shards:
+        if (B // micro_batches) % shards:
+            raise ValueError(
+                f"train_step: micro-batches of {B // micro_batches} rows (batch {B} / micro_batches "
+                f"{micro_batches}) do not split over the {shards} batch shards (mesh data x fsdp)"
+            )
+        per_prompt = False
+        for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
+            if leaf.ndim == 0 or leaf.shape[0] not in (B, B // G):
                 raise ValueError(
-                    f"train_step: micro-batches of {B // micro_batches} rows (batch {B} / micro_batches "
-                    f"{micro_batches}) do not split over the {shards} batch shards (mesh data x fsdp)"
+                    f"train_step: batch leaf {jax.tree_util.keystr(path)} has shape {leaf.shape}: its leading "
+                    f"dim must be the rows ({B}) or the prompts ({B // G})"
                 )
+            per_prompt |= leaf.shape[0] != B
+        if per_prompt and B % (G * micro_batches * shards):
+            raise ValueError(
+                f"train_step: the batch has per-prompt leaves, so each micro-batch ({micro_batches}) of each "
+                f"batch shard ({shards}) must hold whole groups of num_generations={G}: rows must be a "
+                f"multiple of {G * micro_batches * shards}, got {B}"
+            )
         sample = batch["sample_mask"].astype(bool) if "sample_mask" in batch else jnp.ones((B,), bool)
         mask = batch["completion_mask"].astype(bool) & sample[:, None]
         adv, zero_std = grpo.group_advantages(
@@ -352,7 +370,7 @@ def make_train_step(
         denom = grpo.loss_denominator(mask, cfg.aggregation, cfg.norm_constant)
         inputs = {k: v for k, v in batch.items()}
         work = {"inputs": inputs, "adv": adv, "mask": mask}
-        micro = jax.tree.map(lambda x: _split(x, micro_batches), work)
+        micro = jax.tree.map(lambda x: _split(x, micro_batches, shards), work)
 
         if cfg.beta > 0:
             if state.ref_params is None:

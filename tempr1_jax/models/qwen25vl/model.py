@@ -524,7 +524,10 @@ class Qwen25VL(nnx.Module):
     ) -> Array:
         """Token embeddings [B, L, D] (compute dtype) with vision features at the image/video pad positions.
 
-        Pass ``vision_features`` (from ``vision_features``) to reuse them, e.g. across a GRPO group.
+        Pass ``vision_features`` (from ``vision_features``) to reuse them, e.g. across a GRPO group: either
+        [K, D], consumed in row-major order by all rows' visual pads, or [B, F, D], row b's k-th visual pad
+        taking ``vision_features[b, k]`` (one packed vision batch per row, e.g. a prompt's features repeated
+        for its G completions).
         """
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [B, L], got shape {input_ids.shape}")
@@ -535,6 +538,15 @@ class Qwen25VL(nnx.Module):
         if vision_features is None:
             return x
         is_vis = (input_ids == self.cfg.image_token_id) | (input_ids == self.cfg.video_token_id)
+        if vision_features.ndim == 3:
+            if vision_features.shape[0] != input_ids.shape[0]:
+                raise ValueError(
+                    f"per-row vision_features {vision_features.shape} need one row per input row "
+                    f"({input_ids.shape[0]})"
+                )
+            k = jnp.clip(jnp.cumsum(is_vis.astype(jnp.int32), axis=1) - 1, 0, vision_features.shape[1] - 1)
+            feats = jnp.take_along_axis(vision_features.astype(dtype), k[..., None], axis=1)
+            return jnp.where(is_vis[..., None], shard_batch(feats), x)
         flat = is_vis.reshape(-1)
         idx = jnp.clip(jnp.cumsum(flat.astype(jnp.int32)) - 1, 0, vision_features.shape[0] - 1)
         feats = jnp.take(replicate(vision_features.astype(dtype)), idx, axis=0)

@@ -1,0 +1,131 @@
+"""The Qwen2.5-VL policy as GRPO sees it: stream batches -> model inputs, the trainer's log-prob seam, and the
+training batch assembled from a rollout.
+
+    prompt_inputs(cfg, stream_batch, sizer)        host (numpy): ids, mask, (B, 3, L) M-RoPE ids, per-prompt
+                                                   packed video
+    assemble(prompts, rollout, rewards, ...)       device (jit): prompt + completion rows for train_step
+    make_policy_fn(graphdef, ...)                  device (jit): policy_fn(params, batch) -> (logp, entropy)
+
+Each prompt's video is packed on its own at sizes shared by the batch, so video leaves have one row per prompt
+(leading dim B / G): the vision tower runs once per prompt, in the rollout's prefill and in the update, and
+its features are repeated for the prompt's G completions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tempr1_jax.models.qwen25vl import rope
+from tempr1_jax.models.qwen25vl.config import Qwen25VLConfig
+from tempr1_jax.models.qwen25vl.model import token_logprobs_and_entropy
+
+Array = jax.Array
+
+
+class VisionSizer:
+    """Static per-prompt vision sizes, grown to the largest need seen per stream bucket (a high-water mark).
+
+    A bucket compiles again only when a video needs more room than any before it in that bucket, which stops
+    after the first few batches of a run; sizes never shrink, so there is no back-and-forth.
+    """
+
+    def __init__(self, cfg: Qwen25VLConfig) -> None:
+        self.cfg = cfg
+        self.sizes: dict[Any, rope.VisionSizes] = {}
+
+    def __call__(self, key: Any, grids: np.ndarray) -> rope.VisionSizes:
+        need = [rope.required_vision_sizes(self.cfg.vision, [tuple(g)]) for g in grids]
+        need.append(self.sizes.get(key, rope.required_vision_sizes(self.cfg.vision, [])))
+        grown = rope.bucket_vision_sizes(
+            rope.VisionSizes(*(max(getattr(n, f.name) for n in need) for f in dataclasses.fields(need[0])))
+        )
+        self.sizes[key] = grown
+        return grown
+
+
+def prompt_inputs(cfg: Qwen25VLConfig, batch: Mapping[str, np.ndarray], sizer: VisionSizer) -> dict[str, Any]:
+    """A data_pipeline.stream batch -> the model's prompt inputs (numpy).
+
+    Returns input_ids / attention_mask int32 [Bp, L] (left padded), position_ids int32 [Bp, 3, L] (M-RoPE,
+    original Qwen rule), and vision: ``rope.pack_vision`` tables with a leading prompt dim (one packed video per
+    prompt, sizes shared by the batch; a row without video gets an empty layout).
+    """
+    ids = np.asarray(batch["input_ids"], np.int32)
+    mask = np.asarray(batch["attention_mask"], np.int32)
+    grids = np.asarray(batch["grid_thw"], np.int64).reshape(-1, 3)
+    spg = np.asarray(batch["second_per_grid_ts"], np.float64).reshape(-1)
+    pixels = np.asarray(batch["pixel_values"], np.float32)
+    has_video = grids.prod(axis=1) > 0
+    pos, _ = rope.get_rope_index(cfg, ids, mask, video_grid_thw=grids[has_video],
+                                 second_per_grid_ts=spg[has_video])
+    sizes = sizer((ids.shape, pixels.shape), grids[has_video])
+    packed = [rope.pack_vision(cfg, [(pixels[b, : int(np.prod(g))], g)] if has_video[b] else [], sizes)
+              for b, g in enumerate(grids)]
+    vision = {k: np.stack([p[k] for p in packed]) for k in packed[0]}
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos.transpose(1, 0, 2), "vision": vision}
+
+
+def vision_features_per_prompt(model: Any, vision: Mapping[str, Array]) -> Array:
+    """Per-prompt packed videos [Bp, ...] -> merged features [Bp, F, D], the tower vmapped over prompts."""
+    return jax.vmap(model.vision_features)(dict(vision))
+
+
+def assemble(prompts: Mapping[str, Any], rollout: Mapping[str, Array], rewards: Array,
+             sample_mask: Array | None = None, *, pad_id: int) -> dict[str, Any]:
+    """Prompt rows (Bp) + their G completions each -> the train_step batch (B = Bp * G rows, jit-compatible).
+
+    Row b's completion token t sits at position L + t and has M-RoPE position max(prompt positions) + 1 + t
+    on all three axes (text after the prompt), exactly where the rollout's KV cache put it.
+    Keys: input_ids, attention_mask [B, L + T]; position_ids [B, 3, L + T]; vision (per prompt);
+    completion_tokens, completion_mask, old_logp [B, T]; rewards, sample_mask [B].
+    """
+    tokens, cmask = rollout["tokens"], rollout["completion_mask"]
+    g = tokens.shape[0] // prompts["input_ids"].shape[0]
+    rep = lambda x: jnp.repeat(jnp.asarray(x), g, axis=0)  # noqa: E731
+    t = tokens.shape[1]
+    pos = rep(prompts["position_ids"])
+    start = jnp.max(pos, axis=(1, 2)) + 1
+    cpos = jnp.broadcast_to((start[:, None] + jnp.arange(t))[:, None, :], (pos.shape[0], 3, t))
+    return {
+        "input_ids": jnp.concatenate([rep(prompts["input_ids"]), jnp.where(cmask, tokens, pad_id)], axis=1),
+        "attention_mask": jnp.concatenate([rep(prompts["attention_mask"]), cmask.astype(jnp.int32)], axis=1),
+        "position_ids": jnp.concatenate([pos, cpos.astype(pos.dtype)], axis=2),
+        "vision": prompts["vision"],
+        "completion_tokens": tokens,
+        "completion_mask": cmask,
+        "old_logp": rollout["logp"],
+        "rewards": jnp.asarray(rewards, jnp.float32),
+        "sample_mask": jnp.ones(tokens.shape[0], bool) if sample_mask is None else rep(sample_mask).astype(bool),
+    }
+
+
+def make_policy_fn(graphdef: Any, *, temperature: float = 1.0, chunk_size: int = 256
+                   ) -> Callable[[Any, Mapping[str, Any]], tuple[Array, Array]]:
+    """The trainer's seam: ``policy_fn(params, batch) -> (logp [B, T], entropy [B, T])`` over completion tokens.
+
+    Log-probs are of the temperature-scaled distribution the rollout sampled from, computed in chunks of
+    ``chunk_size`` positions (never the full [B, T, V] fp32 logits at once). The vision tower runs once per
+    prompt and its features are repeated for the prompt's completions.
+    """
+
+    def policy_fn(params: Any, batch: Mapping[str, Any]) -> tuple[Array, Array]:
+        model = nnx.merge(graphdef, params)
+        ids = batch["input_ids"]
+        feats = vision_features_per_prompt(model, batch["vision"])
+        feats = jnp.repeat(feats, ids.shape[0] // feats.shape[0], axis=0)
+        hidden = model(ids, jnp.swapaxes(batch["position_ids"], 0, 1), batch["attention_mask"],
+                       vision_features=feats)
+        t = batch["completion_tokens"].shape[1]
+        start = ids.shape[1] - t - 1  # the hidden state at position L - 1 + i predicts completion token i
+        hidden = jax.lax.slice_in_dim(hidden, start, start + t, axis=1)
+        return token_logprobs_and_entropy(hidden, model, batch["completion_tokens"], chunk_size=chunk_size,
+                                          temperature=temperature)
+
+    return policy_fn
