@@ -12,6 +12,8 @@ rollout blocks. Override anything from the command line: ``--config.grpo.beta=0`
 import ml_collections
 from ml_collections import config_dict
 
+from data_pipeline import stream
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -34,6 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.num_epochs = 1  # [VC-R1] --num_train_epochs 1; TempR1: 1 epoch over ~60K samples
     c.train.total_steps = config_dict.placeholder(int)  # [ours] None: num_epochs over the data stream
     c.train.micro_batches = 1  # [VC-R1] --gradient_accumulation_steps 1 (gradient accumulation slices)
+    c.train.steps_per_run = 0  # [ours] stop with a checkpoint after N steps of this invocation (0: to the end)
+    c.train.max_consecutive_skips = 20  # [ours] stop when this many updates in a row are non-finite
 
     # optax AdamW + schedule (tempr1_jax.trainer.make_optimizer). Steps count optimizer updates.
     c.optimizer = ml_collections.ConfigDict()
@@ -82,4 +86,104 @@ def get_config() -> ml_collections.ConfigDict:
     c.reward.think = "optional"  # [SPEC] section 2: "optional" (default), "required" or "forbidden"
     c.reward.weights = ml_collections.ConfigDict(dict(format=1.0, localization=1.0, answer=1.0))  # [SPEC] 3
     c.reward.sigma = 1.0  # [SPEC] section 3: TAL count reward scale
+
+    # The policy (tempr1_jax.models.qwen25vl). Either a local Hugging Face directory (config.json,
+    # *.safetensors, tokenizer files) or a preset with random init (demo and tests).
+    c.model = ml_collections.ConfigDict()
+    c.model.path = config_dict.placeholder(str)  # [ours] e.g. /ckpt/Qwen2.5-VL-7B-Instruct (TempR1: 7B Instruct)
+    c.model.preset = ""  # [ours] "tiny" (random init; sized by model.text / model.vision and the tokenizer)
+    c.model.text = ml_collections.ConfigDict()  # [ours] TextConfig overrides of a preset, e.g. hidden_size
+    c.model.vision = ml_collections.ConfigDict()  # [ours] VisionConfig overrides of a preset
+    c.model.dtype = "bfloat16"  # [VC-R1] --bf16: compute dtype
+    c.model.param_dtype = "float32"  # [HF] the Trainer keeps fp32 master weights under bf16 autocast
+    c.model.attention_impl = config_dict.placeholder(str)  # [ours] None/"xla", or "cudnn" (GPU flash attention)
+    c.model.attention_chunk = 0  # [ours] query rows per attention block (0: whole); bounds [B, H, L, L] memory
+    c.model.remat = "none"  # [VC-R1] gradient checkpointing: "full"; "none" / "dots" are ours
+    c.model.scan_layers = True  # [ours] one lax.scan over the blocks (fast compiles)
+    c.model.freeze_vision = False  # [ours] True freezes the vision tower (Time-R1's --fix_vit)
+    c.model.logprob_chunk = 256  # [ours] positions per log-prob block (no full [B, L, V] fp32 logits)
+    # [ours] the packed vision batch's sizes round up to these multiples (patches, window / frame-pair blocks,
+    # slots per frame-pair block): rope.bucket_vision_sizes' defaults, for real videos
+    c.model.vision_multiples = (256, 8, 64)
+
+    # The data stream (data_pipeline.stream.default_config: TempR1's 2 fps, 448 frames, 3584 visual tokens).
+    # data.batch_size is set by the trainer: train.prompts_per_step / number of processes.
+    c.data = stream.default_config()
+
+    # Sampling the G completions per prompt (tempr1_jax.rollout.SamplingConfig).
+    c.rollout = ml_collections.ConfigDict()
+    c.rollout.max_new_tokens = 1024  # [VC-R1] --max_completion_length 1024
+    c.rollout.temperature = 1.0  # [VC-R1] GenerationConfig(do_sample=True, temperature=1)
+    c.rollout.top_p = 1.0  # [TRL] top_p default (no filter)
+    c.rollout.top_k = 0  # [TRL] top_k default None (no filter)
+
+    # Periodic evaluation on a held-out slice, the code of `python -m tempr1_jax.evaluate` (greedy decoding).
+    c.eval = ml_collections.ConfigDict()
+    c.eval.samples = []  # [ours] held-out samples JSONL files (frames from data.frames); empty: no evaluation
+    c.eval.every = 0  # [ours] steps between evaluations (0: never during training)
+    c.eval.at_start = True  # [ours] also before the first step (the "before" numbers) when eval.every > 0
+    c.eval.max_samples = 0  # [ours] evaluate the first N samples of the slice (0: all)
+    c.eval.batch_size = 8  # [ours] prompts per generation batch (global)
+    c.eval.max_new_tokens = 1024  # [VC-R1] as in training
+    c.eval.temperature = 0.0  # [VC-R1/MUSEG] greedy decoding at evaluation
+    c.eval.missing = "zero"  # [ours] metric rule for samples without a prediction (tempr1_jax.metrics.Rules)
+
+    # Supervised warm-up before GRPO (demo: lets a random tiny model emit the format). 0 steps: none.
+    c.warmup = ml_collections.ConfigDict()
+    c.warmup.steps = 0  # [ours] TempR1 has no SFT stage
+    c.warmup.batch_size = 8  # [ours] prompts per warm-up step (global)
+    c.warmup.learning_rate = 1e-3  # [ours] AdamW, constant
+    return c
+
+
+def tempr1_config(size: str, data_root: str) -> ml_collections.ConfigDict:
+    """TempR1's run: the recipe above on the five-task mixture of converted corpora under ``data_root``.
+
+    Expects ``<data_root>/samples/<name>.jsonl`` (``python -m data_pipeline.convert``) and ``<data_root>/frames``
+    (``python -m data_pipeline.extract_frames``); ``--config.model.path`` gives the Qwen2.5-VL-{3B,7B}-Instruct
+    directory. Values not set here are the recipe's defaults in get_config(), each with its source there.
+    """
+    c = get_config()
+    root = data_root.rstrip("/")
+    # [paper] the ~60K-sample corpus: TG Charades-STA (+ DiDeMo, TimeRFT: no converter here, add their samples
+    # files when you have them), DTG ActivityNet Captions, VHD QVHighlights, GVQA NExT-GQA, TAL ActivityNet-1.3
+    # and HACS. [paper] All five tasks mixed at random in every batch, in their natural proportions (VC-R1 uses a
+    # shuffled ConcatDataset), the prompt and reward chosen per sample: task_weights left empty.
+    c.data.samples = [
+        f"{root}/samples/{name}.jsonl"
+        for name in ("charades_sta_train", "activitynet_captions_dtg_train", "qvhighlights_train",
+                     "nextgqa_train", "activitynet13_train", "hacs_train")
+    ]
+    c.data.frames = f"{root}/frames"
+    c.data.fps = 2.0  # [paper] videos sampled at 2 fps
+    c.data.max_frames = 448  # [paper] at most 448 frames, sampled uniformly past that
+    c.data.total_pixels = 3584 * 28 * 28  # [paper] at most 3584 visual tokens per video
+    c.data.min_pixels = 16 * 28 * 28  # [VC-R1] min_pixels = 16 * 28 * 28
+    c.data.max_pixels = 768 * 28 * 28  # [VC-R1] VIDEO_MAX_PIXELS = 768 * 28 * 28
+    c.data.prompt_buckets = (1024, 2048, 4096, 8192)  # [VC-R1] --max_prompt_length 8192
+    c.data.seed = 42  # [VC-R1] --data_seed 42
+    c.train.num_epochs = 1  # [paper] one epoch over the corpus
+    c.train.prompts_per_step = 8  # [VC-R1] 8 GPUs x per_device_train_batch_size 1
+    c.grpo.num_generations = 8  # [VC-R1] G = 8
+    c.grpo.beta = 0.04  # [TRL] beta (VC-R1 passes none), k3 estimator
+    c.grpo.kl_estimator = "k3"  # [VC-R1] per_token_kl = exp(ref - logp) - (ref - logp) - 1
+    c.grpo.aggregation = "seq_mean_token_mean"  # [VC-R1] token mean per completion, then mean (per sequence)
+    c.optimizer.learning_rate = 1e-6  # [TRL] learning_rate default
+    c.rollout.temperature = 1.0  # [VC-R1] do_sample, temperature 1
+    c.rollout.max_new_tokens = 1024  # [VC-R1] --max_completion_length 1024
+    c.model.dtype = "bfloat16"  # [VC-R1] --bf16
+    c.model.remat = "full"  # [VC-R1] --gradient_checkpointing true
+    c.model.attention_chunk = 1024  # [ours] 8K-token prompts never hold [B, H, L, L] scores at once
+    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tp=1))  # [ours] ~ZeRO-3: params + Adam sharded
+    # Held-out evaluation during training: a fixed random slice of the five benchmarks' evaluation splits.
+    c.eval.samples = [
+        f"{root}/samples/{name}.jsonl"
+        for name in ("charades_sta_test", "activitynet_captions_dtg_val_2", "qvhighlights_val", "nextgqa_test",
+                     "activitynet13_val")
+    ]
+    c.eval.every = 500  # [ours]
+    c.eval.max_samples = 256  # [ours] a fixed random slice (seeded by data.seed)
+    c.checkpoint.every = 200  # [ours]
+    if size not in ("3b", "7b"):  # the architecture itself comes from --config.model.path's config.json
+        raise ValueError(f"tempr1_config: size {size!r} is not 3b or 7b")
     return c

@@ -110,6 +110,28 @@ def task_text(sample: Mapping[str, Any], *, think: str = "optional") -> str:
     return f"{head}\n{body}\n{_ANSWER[task]}\n{_FORMAT[think].format(blocks=blocks)}"
 
 
+def _seconds(x: float) -> str:
+    """A time in seconds as the prompts' examples write it: at most 2 decimals, no trailing zeros."""
+    text = f"{float(x):.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def target_completion(sample: Mapping[str, Any]) -> str:
+    """The ground truth written as the completion each task's prompt asks for (supervised warm-up targets).
+
+    ``<answer>S to E, ...</answer>`` with the sample's segments in order (tal: an empty answer when it has
+    none); gvqa: ``<answer>L</answer> <evidence>S to E, ...</evidence>``. No ``<think>`` block, which every
+    think mode but ``required`` accepts. ``tempr1_jax.rewards`` gives it full format and localization marks.
+    """
+    task = sample["task"]
+    intervals = ", ".join(f"{_seconds(s)} to {_seconds(e)}" for s, e in sample["segments"])
+    if task == "gvqa":
+        return f"<answer>{sample['answer']}</answer> <evidence>{intervals}</evidence>"
+    if task not in _ANSWER:
+        raise ValueError(f"unknown task {task!r}")
+    return f"<answer>{intervals}</answer>"
+
+
 def build_messages(
     sample: Mapping[str, Any], *, think: str = "optional", system_prompt: str | None = None
 ) -> list[dict[str, Any]]:

@@ -186,3 +186,126 @@ def make_dataset(
 
         out["tokenizer"] = build_tiny_tokenizer(os.path.join(root, "tokenizer"))
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The demo's learnable temporal-grounding task: when is the red square on screen?
+
+SQUARE_QUERY = "the red square is on screen"
+_BACKGROUND = 40
+_RED = (230, 20, 20)
+
+
+def square_frame(second: int, visible: bool, *, size: int = 56, corner: tuple[int, int] = (4, 32)) -> np.ndarray:
+    """uint8 [size, size, 3] frame of the square task at whole second ``second`` (0 <= second < 16).
+
+    The left half is a burned-in clock (like the frame numbers NumPro overlays on videos): a white marker steps
+    through a 8-row x 2-column ladder of cells, one cell per second, top to bottom, then the second column.
+    (A pattern, not a gray level: a uniform patch's brightness is mostly lost to the vision tower's RMSNorm,
+    which keeps a patch embedding's direction, not its scale.) The right half is dark, with a red square (side
+    ``size * 3 / 8``) at ``corner`` = (row, column) when ``visible``.
+    """
+    if not 0 <= second < 16:
+        raise ValueError(f"the clock shows seconds 0..15, got {second}")
+    img = np.full((size, size, 3), _BACKGROUND, np.uint8)
+    ch, cw = size // 8, size // 4
+    r, c = (second % 8) * ch, (second // 8) * cw
+    img[r : r + ch, c : c + cw] = 255
+    if visible:
+        side = size * 3 // 8
+        r, c = corner
+        img[r : r + side, c : c + side] = _RED
+    return img
+
+
+def write_frames(path: str, frames: np.ndarray, *, fps: float, codec: str = "mpeg4") -> int:
+    """Encode uint8 frames [T, H, W, 3] as a video (high quality, ``fps`` frames per second)."""
+    import av
+
+    frames = np.asarray(frames, np.uint8)
+    rate = fractions.Fraction(fps).limit_denominator(1000)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        if codec == "mpeg4":
+            stream.codec_context.qmin = stream.codec_context.qmax = 2
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return len(frames)
+
+
+def make_square_dataset(
+    root: str,
+    *,
+    num_train: int = 256,
+    num_val: int = 32,
+    min_seconds: int = 6,
+    max_seconds: int = 9,
+    size: int = 56,
+    video_fps: float = 2.0,
+    seed: int = 0,
+    tokenizer: bool = True,
+) -> dict[str, str]:
+    """The demo's task, fully offline: "when is the red square on screen?" over generated videos.
+
+    Each video lasts a whole number of seconds in [min_seconds, max_seconds]; the red square is visible during
+    one interval [a, b] of whole seconds (at least 2 s, at most half the video + 1 s), so the answer is
+    determined by the pixels. Writes ``root/videos/sq<i>.mp4``, ``root/frames/`` (``extract_frames`` at
+    ``video_fps``), ``root/train.jsonl`` and ``root/val.jsonl`` (``tg`` samples, split by video) and, with
+    ``tokenizer``, ``root/tokenizer`` (the tiny tokenizer). Returns those paths under ``videos``, ``frames``,
+    ``train``, ``val``, ``tokenizer``. Deterministic in its arguments.
+    """
+    import os
+
+    from data_pipeline import extract_frames
+    from data_pipeline.schema import validate_sample, write_jsonl
+
+    if not 1 <= min_seconds <= max_seconds <= 15:
+        raise ValueError(f"need 1 <= min_seconds <= max_seconds <= 15, got {min_seconds}, {max_seconds}")
+    if num_train < 1 or num_val < 0:
+        raise ValueError(f"need num_train >= 1 and num_val >= 0, got {num_train}, {num_val}")
+    rng = np.random.default_rng(seed)
+    vdir, fdir = os.path.join(root, "videos"), os.path.join(root, "frames")
+    os.makedirs(vdir, exist_ok=True)
+    splits: dict[str, list[dict]] = {"train": [], "val": []}
+    per_second = max(1, int(round(video_fps)))
+    for i in range(num_train + num_val):
+        d = int(rng.integers(min_seconds, max_seconds + 1))
+        length = int(rng.integers(2, max(2, d // 2 + 1) + 1))
+        a = int(rng.integers(0, d - length + 1))
+        b = a + length
+        side = size * 3 // 8
+        corner = (int(rng.integers(2, size - side - 1)), int(rng.integers(size // 2 + 2, size - side - 1)))
+        frames = np.stack(
+            [square_frame(s, a <= s < b, size=size, corner=corner) for s in range(d) for _ in range(per_second)]
+        )
+        vid = f"sq{i}"
+        write_frames(os.path.join(vdir, vid + ".mp4"), frames, fps=per_second)
+        split = "train" if i < num_train else "val"
+        sample = {
+            "id": f"{vid}#0",
+            "task": "tg",
+            "video": vid,
+            "duration": float(d),
+            "segments": [[float(a), float(b)]],
+            "query": SQUARE_QUERY,
+            "source": f"synthetic_square:{split}",
+        }
+        validate_sample(sample)
+        splits[split].append(sample)
+    out = {"videos": vdir, "frames": fdir}
+    for split, samples in splits.items():
+        out[split] = os.path.join(root, f"{split}.jsonl")
+        write_jsonl(out[split], samples)
+    settings = extract_frames.Settings(fps=float(per_second), max_frames=448)
+    with open(os.devnull, "w") as quiet:
+        extract_frames.run(extract_frames.list_videos(vdir), fdir, settings, progress=False, log=quiet)
+    if tokenizer:
+        from data_pipeline.tiny_tokenizer import build_tiny_tokenizer
+
+        out["tokenizer"] = build_tiny_tokenizer(os.path.join(root, "tokenizer"))
+    return out

@@ -199,6 +199,24 @@ class Checkpointer:
         log.info("checkpoint: restored step %d from %s", step, self.directory)
         return state, position
 
+    def restore_params(self, target: Any, *, step: int | None = None) -> tuple[Any, int]:
+        """Only the policy params of the latest (or ``step``'s) checkpoint, e.g. for evaluation: the optimizer
+        state is never read. ``target``: the params' abstract tree (ShapeDtypeStructs with shardings).
+        Returns (params, step); raises FileNotFoundError when the directory holds no checkpoint."""
+        if step is None:
+            step = self._mgr.latest_step()
+            if step is None:
+                raise FileNotFoundError(f"checkpoint: no checkpoint in {self.directory}")
+        elif step not in self._mgr.all_steps():
+            raise FileNotFoundError(f"checkpoint: no step {step} in {self.directory} (have {self.all_steps()})")
+        item = {"params": target}
+        args = ocp.args.PyTreeRestore(
+            item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True
+        )
+        restored = self._mgr.restore(step, args=ocp.args.Composite(state=args))
+        log.info("checkpoint: restored the params of step %d from %s", step, self.directory)
+        return restored["state"]["params"], int(step)
+
     def wait(self) -> None:
         """Blocks until the pending async save is on disk."""
         self._mgr.wait_until_finished()

@@ -174,6 +174,37 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
         need(cfg.logging.every >= 1, "logging.every", "must be >= 1")
         need(cfg.logging.samples_every >= 0, "logging.samples_every", "must be >= 0 (0: never)")
         need(cfg.logging.num_samples >= 0, "logging.num_samples", "must be >= 0")
+    if "train" in cfg and "max_consecutive_skips" in cfg.train:
+        need(cfg.train.max_consecutive_skips >= 1, "train.max_consecutive_skips", "must be >= 1")
+        need(cfg.train.steps_per_run >= 0, "train.steps_per_run", "must be >= 0 (0: run to the end)")
+    if "model" in cfg:
+        m = cfg.model
+        need(m.preset in ("", "tiny", "3b", "7b"), "model.preset", "must be '', tiny, 3b or 7b")
+        for k in ("dtype", "param_dtype"):
+            need(m[k] in ("float32", "bfloat16", "float16"), f"model.{k}", "must be float32, bfloat16 or float16")
+        need(m.remat in ("none", "full", "dots"), "model.remat", "must be none, full or dots")
+        need(m.attention_impl in (None, "xla", "cudnn"), "model.attention_impl", "must be None, xla or cudnn")
+        need(m.attention_chunk >= 0, "model.attention_chunk", "must be >= 0 (0: off)")
+        need(m.logprob_chunk >= 1, "model.logprob_chunk", "must be >= 1")
+    if "rollout" in cfg:
+        r = cfg.rollout
+        need(r.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
+        need(r.temperature >= 0, "rollout.temperature", "must be >= 0 (0: greedy)")
+        need(0 < r.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+        need(r.top_k >= 0, "rollout.top_k", "must be >= 0 (0: off)")
+    if "eval" in cfg:
+        e = cfg.eval
+        need(e.every >= 0, "eval.every", "must be >= 0 (0: never during training)")
+        need(e.batch_size >= 1, "eval.batch_size", "must be >= 1")
+        need(e.max_samples >= 0, "eval.max_samples", "must be >= 0 (0: all)")
+        need(e.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1")
+        need(e.temperature >= 0, "eval.temperature", "must be >= 0 (0: greedy)")
+        need(e.missing in ("zero", "skip", "error"), "eval.missing", "must be zero, skip or error")
+    if "warmup" in cfg:
+        w = cfg.warmup
+        need(w.steps >= 0, "warmup.steps", "must be >= 0 (0: no warm-up)")
+        need(w.batch_size >= 1, "warmup.batch_size", "must be >= 1")
+        need(w.learning_rate > 0, "warmup.learning_rate", "must be > 0")
     if "reward" in cfg:
         r = cfg.reward
         thinks = ("optional", "required", "forbidden")

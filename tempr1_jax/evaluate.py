@@ -8,9 +8,12 @@ plus either ``completion``, raw model text parsed by ``tempr1_jax.rewards.parse_
 ``pred_relevant_windows`` / ``pred_saliency_scores`` are read as they are), prints a table per task and writes
 ``DIR/metrics.json``. Every rule for awkward predictions is a flag (``--help``; README "## Evaluation").
 
-The trainer calls :func:`evaluate_predictions` on in-memory records: the same scoring path, no files.
-Generation (``--config ... --checkpoint ...``) will be a thin layer that produces prediction records and calls
-the same function; it needs the model and the rollout sampler and is refused until they exist.
+    python -m tempr1_jax.evaluate --config configs/NAME.py --checkpoint DIR [--config.eval.KEY=V] [--output DIR]
+
+decodes the config's held-out samples (``eval.samples``, greedy by default) with the policy of DIR (a train.py
+checkpoint or a Hugging Face directory), writes ``predictions.jsonl`` (raw completion, parsed intervals and
+answer) and ``metrics.json``, and prints the same table. The trainer's periodic evaluation runs the same code
+(``generate_predictions`` then :func:`evaluate_predictions` on in-memory records).
 """
 
 from __future__ import annotations
@@ -307,6 +310,65 @@ def evaluate_files(
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Generation: predictions of a policy (the trainer's periodic evaluation and the --config/--checkpoint mode)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def prediction_record(completion: str, sample: Mapping, think: str = "optional") -> dict[str, Any]:
+    """A PRED.jsonl line for one generated completion: ``id``, ``task``, the raw ``completion``, and what the
+    SPEC parser reads from it: ``segments`` (clipped ``[[start, end], ...]`` seconds; null when unparsable),
+    ``format`` (the format check) and, for gvqa, ``answer`` (the letter; null when unparsable)."""
+    parsed = _parse_completion(completion, sample, f"sample {sample.get('id')!r}", think)
+    rec: dict[str, Any] = {"id": str(sample["id"]), "task": sample["task"], "completion": completion}
+    rec["segments"] = None if parsed.intervals is None else np.asarray(parsed.intervals).tolist()
+    rec["format"] = bool(parsed.format)
+    if sample["task"] == "gvqa":
+        rec["answer"] = parsed.letter
+    return rec
+
+
+def generate_predictions(
+    batches: Iterable[Mapping[str, np.ndarray]],
+    generate: Any,
+    tokenizer: Any,
+    *,
+    think: str = "optional",
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Prediction records and their samples for every valid row of ``batches`` (``data_pipeline.stream``
+    batches of this host).
+
+    generate: ``generate(batch) -> (tokens int [B, T], completion_mask bool [B, T])``, one completion per row
+    (numpy, this host's rows): the policy's decoding, e.g. ``tempr1_jax.train.Evaluator``'s greedy sampler.
+    Completions are decoded with ``tokenizer`` (special tokens dropped) and parsed by the SPEC rules.
+    """
+    from data_pipeline.stream import batch_samples  # imported on use: the scoring path needs neither
+    from tempr1_jax.policy import decode_completions
+
+    records, samples = [], []
+    for batch in batches:
+        tokens, mask = generate(batch)
+        texts = decode_completions(tokenizer, tokens, mask)
+        valid = np.asarray(batch["sample_mask"], bool)
+        rows = batch_samples(batch, valid_only=False)
+        if len(texts) != len(rows):
+            raise ValueError(f"generate returned {len(texts)} completions for a batch of {len(rows)} prompts")
+        for j, sample in enumerate(rows):
+            if valid[j]:
+                records.append(prediction_record(texts[j], sample, think))
+                samples.append(sample)
+    return records, samples
+
+
+def write_predictions(records: Iterable[Mapping[str, Any]], path: str) -> str:
+    """Write prediction records as JSONL (directories created); returns the path."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Output
 # ----------------------------------------------------------------------------------------------------------
 
@@ -384,8 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", metavar="PRED.jsonl", help="predictions: id + completion or parsed fields")
     p.add_argument("--annotations", metavar="SAMPLES.jsonl", help="samples written by data_pipeline.convert")
     p.add_argument("--output", metavar="DIR", help="write DIR/metrics.json")
-    p.add_argument("--config", metavar="configs/NAME.py", help="generation mode (not available yet)")
-    p.add_argument("--checkpoint", metavar="DIR", help="generation mode (not available yet)")
+    p.add_argument("--config", metavar="configs/NAME.py",
+                   help="generation mode: the training config (model, data, eval.*); --config.KEY=VALUE overrides")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="generation mode: a train.py workdir / checkpoint directory, or a Hugging Face directory")
     p.add_argument(
         "--think",
         default="optional",
@@ -422,19 +486,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.config or args.checkpoint or any(a.startswith("--config.") for a in extra):
-        print(
-            "error: generation mode (--config/--checkpoint) is not available yet: it needs the model and "
-            "the rollout sampler; score existing outputs with --predictions PRED.jsonl "
-            "--annotations SAMPLES.jsonl",
-            file=sys.stderr,
-        )
-        return 2
+    rules = Rules(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Rules)})
+    overrides = [a for a in extra if a.startswith("--config.")]
+    if args.config or args.checkpoint or overrides:
+        unknown = [a for a in extra if not a.startswith("--config.")]
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        if not args.config or not args.checkpoint:
+            parser.error("generation mode needs both --config configs/NAME.py and --checkpoint DIR")
+        if args.predictions or args.annotations:
+            parser.error("give either --config/--checkpoint (generate) or --predictions/--annotations (score)")
+        return run_generation(args.config, args.checkpoint, overrides, output=args.output, rules=rules,
+                              think=args.think if "--think" in argv else None)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.predictions or not args.annotations:
         parser.error("give --predictions PRED.jsonl and --annotations SAMPLES.jsonl")
-    rules = Rules(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Rules)})
     try:
         result = _score_records(
             read_jsonl(args.predictions),
@@ -450,6 +517,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output:
         print(f"wrote {write_metrics(result, args.output)}")
     return 0
+
+
+def resolve_checkpoint(path: str) -> tuple[str, str, int | None]:
+    """``--checkpoint``: ("hf", dir, None) for a Hugging Face directory (config.json + *.safetensors), or
+    ("train", checkpoints dir, step or None = latest) for a train.py workdir, its ``checkpoints`` directory,
+    or one step directory in it. Raises FileNotFoundError naming the path otherwise."""
+    p = os.path.abspath(path)
+    if not os.path.isdir(p):
+        raise FileNotFoundError(f"--checkpoint {path}: no such directory")
+    names = os.listdir(p)
+    if "config.json" in names and any(n.endswith(".safetensors") for n in names):
+        return "hf", p, None
+    if os.path.isdir(os.path.join(p, "checkpoints")):
+        return "train", os.path.join(p, "checkpoints"), None
+    base = os.path.basename(p)
+    if base.isdigit() and os.path.isdir(os.path.join(p, "state")):
+        return "train", os.path.dirname(p), int(base)
+    if any(n.isdigit() and os.path.isdir(os.path.join(p, n, "state")) for n in names):
+        return "train", p, None
+    raise FileNotFoundError(
+        f"--checkpoint {path}: neither a Hugging Face model directory (config.json + *.safetensors) nor a "
+        "train.py checkpoint (a workdir, its checkpoints/ directory or one checkpoints/<step> directory)"
+    )
+
+
+def run_generation(config: str, checkpoint: str, overrides: Sequence[str], *, output: str | None,
+                   rules: Rules, think: str | None = None) -> int:
+    """``--config configs/NAME.py --checkpoint DIR``: decode the config's ``eval.samples`` with the policy of
+    ``DIR`` (``eval.temperature``, greedy by default), write ``predictions.jsonl`` and ``metrics.json`` under
+    ``output`` and print the table. ``output`` defaults to ``<workdir>/eval/step_<n>`` for a train.py checkpoint
+    and ``eval/<directory name>`` for a Hugging Face directory. Returns the exit status."""
+    from tempr1_jax import configlib  # imported on use: generation needs JAX, the model and the data pipeline
+
+    try:
+        cfg = configlib.parse_flags(["evaluate", "--config", config, *overrides]).config
+        kind, where, step = resolve_checkpoint(checkpoint)
+    except (configlib.ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from tempr1_jax import train
+
+    train.setup_logging(None)
+    try:
+        return train.evaluate_checkpoint(cfg, kind, where, step, output=output, rules=dataclasses.asdict(rules),
+                                         think=think)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

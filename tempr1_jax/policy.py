@@ -36,15 +36,19 @@ class VisionSizer:
     after the first few batches of a run; sizes never shrink, so there is no back-and-forth.
     """
 
-    def __init__(self, cfg: Qwen25VLConfig) -> None:
+    def __init__(self, cfg: Qwen25VLConfig, **multiples: int) -> None:
+        """multiples: ``rope.bucket_vision_sizes`` keywords (patch_multiple, block_multiple, frame_multiple);
+        its defaults suit real videos, small ones (tiny demo videos) waste less padding with smaller ones."""
         self.cfg = cfg
+        self.multiples = multiples
         self.sizes: dict[Any, rope.VisionSizes] = {}
 
     def __call__(self, key: Any, grids: np.ndarray) -> rope.VisionSizes:
         need = [rope.required_vision_sizes(self.cfg.vision, [tuple(g)]) for g in grids]
         need.append(self.sizes.get(key, rope.required_vision_sizes(self.cfg.vision, [])))
         grown = rope.bucket_vision_sizes(
-            rope.VisionSizes(*(max(getattr(n, f.name) for n in need) for f in dataclasses.fields(need[0])))
+            rope.VisionSizes(*(max(getattr(n, f.name) for n in need) for f in dataclasses.fields(need[0]))),
+            **self.multiples,
         )
         self.sizes[key] = grown
         return grown
@@ -129,3 +133,10 @@ def make_policy_fn(graphdef: Any, *, temperature: float = 1.0, chunk_size: int =
                                           temperature=temperature)
 
     return policy_fn
+
+
+def decode_completions(tokenizer: Any, tokens: np.ndarray, completion_mask: np.ndarray) -> list[str]:
+    """Host: completion rows int [B, T] and their mask -> B texts (special tokens such as EOS dropped)."""
+    tokens, mask = np.asarray(tokens), np.asarray(completion_mask, bool)
+    rows = [row[m].tolist() for row, m in zip(tokens, mask, strict=True)]
+    return tokenizer.batch_decode(rows, skip_special_tokens=True)
