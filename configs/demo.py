@@ -59,14 +59,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.prefetch_batches = 2
 
     c.train.prompts_per_step = 8
-    c.train.total_steps = 80
+    c.train.total_steps = 100
     c.grpo.num_generations = 8  # G as in the recipe
-    c.optimizer.learning_rate = 2e-4  # the recipe's 1e-6 is for a pretrained 7B model
+    c.optimizer.learning_rate = 1e-3  # the recipe's 1e-6 is for a pretrained 7B model
     c.optimizer.decay = "constant"
     c.rollout.max_new_tokens = 16  # "<answer>3 to 7</answer>" + EOS is 11 tokens
     c.rollout.temperature = 1.0
 
-    c.warmup.steps = 60
+    c.warmup.steps = 30
     c.warmup.batch_size = 16
     c.warmup.learning_rate = 3e-3
 

@@ -192,6 +192,7 @@ def make_dataset(
 # The demo's learnable temporal-grounding task: when is the red square on screen?
 
 SQUARE_QUERY = "the red square is on screen"
+SQUARE_VERSION = 1  # bump when the videos change: cached copies are keyed by it
 _BACKGROUND = 40
 _RED = (230, 20, 20)
 
@@ -199,18 +200,14 @@ _RED = (230, 20, 20)
 def square_frame(second: int, visible: bool, *, size: int = 56, corner: tuple[int, int] = (4, 32)) -> np.ndarray:
     """uint8 [size, size, 3] frame of the square task at whole second ``second`` (0 <= second < 16).
 
-    The left half is a burned-in clock (like the frame numbers NumPro overlays on videos): a white marker steps
-    through a 8-row x 2-column ladder of cells, one cell per second, top to bottom, then the second column.
-    (A pattern, not a gray level: a uniform patch's brightness is mostly lost to the vision tower's RMSNorm,
-    which keeps a patch embedding's direction, not its scale.) The right half is dark, with a red square (side
-    ``size * 3 / 8``) at ``corner`` = (row, column) when ``visible``.
+    The left half is a burned-in clock (as NumPro overlays frame numbers on videos): its gray level
+    ``16 * second + 8`` counts the seconds. The right half is dark, with a red square (side ``size * 3 / 8``)
+    at ``corner`` = (row, column) when ``visible``.
     """
     if not 0 <= second < 16:
         raise ValueError(f"the clock shows seconds 0..15, got {second}")
     img = np.full((size, size, 3), _BACKGROUND, np.uint8)
-    ch, cw = size // 8, size // 4
-    r, c = (second % 8) * ch, (second // 8) * cw
-    img[r : r + ch, c : c + cw] = 255
+    img[:, : size // 2] = 16 * second + 8
     if visible:
         side = size * 3 // 8
         r, c = corner

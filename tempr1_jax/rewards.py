@@ -472,13 +472,16 @@ def _localization(pred: Ragged, gt: Ragged, kinds: Sequence[str], sigma: float) 
         # rows with very many predictions are scored in batches of their own bucket, not everyone's
         shared = sizes <= SHARED_MAX_P
         groups = [shared] + [sizes == size for size in np.unique(sizes[~shared])]
-        for select in groups:
+        for k, select in enumerate(groups):
             group = rows[select]
             if not len(group):
                 continue
             p_size = bucket(int(n_pred[select].max()))
             m_size = bucket(int(gt.counts[group].max()))
-            n_rows = bucket_rows(len(group))
+            # The shared group is padded to the whole batch's row bucket, not to its own row count: how many
+            # completions parse (or belong to this kind) changes from batch to batch, the batch size does not,
+            # so a training loop compiles each kind once instead of once per parsable-row count.
+            n_rows = bucket_rows(len(kinds) if k == 0 else len(group))
             args = (*pack(pred, group, p_size, n_rows), *pack(gt, group, m_size, n_rows))
             args += (np.float32(sigma),) if kind == "many_to_many" else ()
             loc[group] = np.asarray(fn(*args))[: len(group)]

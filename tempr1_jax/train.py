@@ -64,8 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sharding.maybe_initialize_distributed(**cfg.distributed)
     try:
         return train(cfg, workdir)
-    except (ValueError, FileNotFoundError, configlib.ConfigError) as e:
-        log.error("%s", e)
+    except (ValueError, FileNotFoundError) as e:  # bad input: one line (the traceback goes to train.log)
+        import traceback
+
+        with open(os.path.join(workdir, "train.log"), "a", encoding="utf-8") as f:
+            f.write(traceback.format_exc())
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -124,8 +127,6 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
     # 6. Tokenizer + model, born sharded; the optional supervised warm-up.
     mcfg = model_config(cfg, tokenizer)
     graphdef, params, param_specs = initial_params(cfg, mcfg, mesh, tokenizer, workdir)
-    if not trainer.params_finite(params):
-        raise ValueError("the initial params are not finite (a broken checkpoint?)")
     log.info("model: %.2fM params (%s compute, %s params)", param_count(params) / 1e6, mcfg.dtype, mcfg.param_dtype)
 
     # 7. Optimizer + state.
@@ -161,6 +162,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
     sizer = make_sizer(cfg, mcfg, stream)
     if position is not None:
         restore_sizer(sizer, position.get("vision_sizes", []))
+    prime_rewards(stream.samples, stream_cfg.batch_size * G, reward_kwargs(cfg))
 
     policy_fn = policy.make_policy_fn(graphdef, temperature=cfg.rollout.temperature,
                                       chunk_size=cfg.model.logprob_chunk)
@@ -180,12 +182,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
     tb = train_log.TensorBoard(os.path.join(workdir, "tensorboard")) if cfg.logging.tensorboard else None
     jsonl = MetricsFile(os.path.join(workdir, "metrics.jsonl")) if is_main else None
     log.info("training: steps %d -> %d, %d prompts x %d completions per step", step, total_steps, n_prompts, G)
-    if evaluator is not None and cfg.eval.every > 0 and cfg.eval.at_start and step == 0:
-        log_eval(evaluator.run(state.params, eval_dir(workdir, step)), step, tb, jsonl)
     status, skips_in_a_row, pending_save, start_step, first_compiles = 0, 0, False, step, 0
     stop_at = min(total_steps, step + cfg.train.steps_per_run) if cfg.train.steps_per_run else total_steps
     compiles = train_log.CompileCounter()
     with jax.set_mesh(mesh), checkpoint.PreemptionWatcher() as preempt, compiles:
+        if not trainer.params_finite(state.params):  # (also compiles the check every checkpoint save runs)
+            raise ValueError("the initial or restored params are not finite")
+        if evaluator is not None and cfg.eval.every > 0 and cfg.eval.at_start and step == 0:
+            log_eval(evaluator.run(state.params, eval_dir(workdir, step)), step, tb, jsonl)
         c0 = 0  # compilations since the previous step's metrics (its evaluation and checkpoint included)
         while step < stop_at:
             t0 = time.perf_counter()
@@ -226,11 +230,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
                 first_compiles = compiles.count
             skips_in_a_row = skips_in_a_row + 1 if skipped else 0
             progress.update(step, metrics)
-            if step % cfg.logging.every == 0 or step == total_steps or skipped:
-                if tb is not None:
-                    tb.scalars(step, metrics)
-                if jsonl is not None:
-                    jsonl.write(step, metrics)
+            if jsonl is not None:
+                jsonl.write(step, metrics)
+            if tb is not None and (step % cfg.logging.every == 0 or step == total_steps or skipped):
+                tb.scalars(step, metrics)
             if tb is not None and cfg.logging.samples_every and step % cfg.logging.samples_every == 0:
                 tb.text(step, "samples", train_log.samples_markdown(
                     completions, [s["task"] for s in samples], rew, [s["id"] for s in samples],
@@ -296,7 +299,7 @@ def prepare_synthetic(cfg: ml_collections.ConfigDict) -> None:
 
     s = cfg.synthetic
     settings = {k: s[k] for k in ("num_train", "num_val", "min_seconds", "max_seconds", "size", "seed")}
-    root = s.dir or os.path.join(cache_dir(), "square-" + _digest(settings))
+    root = s.dir or os.path.join(cache_dir(), "square-" + _digest(settings | {"v": synthetic.SQUARE_VERSION}))
     if jax.process_index() == 0 and not os.path.isfile(os.path.join(root, "DONE")):
         log.info("generating the synthetic square task in %s", root)
         tmp = f"{root}.tmp{os.getpid()}"
@@ -531,6 +534,23 @@ def make_sizer(cfg: ml_collections.ConfigDict, mcfg: qconfig.Qwen25VLConfig, str
     return sizer
 
 
+def prime_rewards(samples: Sequence[Mapping[str, Any]], rows: int, reward_kw: Mapping[str, Any]) -> None:
+    """Compile the reward kernels of every task in ``samples`` for batches of ``rows`` completions up front (on
+    their ground truths written as completions), so that the first parsable completion of a run does not
+    trigger a compilation in the middle of training. (Multi-interval tasks still compile once per power-of-two
+    bucket of predicted intervals the policy reaches: at most 5 per task, see tempr1_jax.rewards.)"""
+    from data_pipeline import prompts as data_prompts
+
+    first: dict[str, Mapping[str, Any]] = {}
+    for sample in samples:
+        first.setdefault(sample["task"], sample)
+    picked = list(first.values())
+    if not picked or rows < 1:
+        return
+    batch = [picked[i % len(picked)] for i in range(rows)]
+    rewards.compute_rewards([data_prompts.target_completion(x) for x in batch], batch, **reward_kw)
+
+
 def sizer_state(sizer: policy.VisionSizer) -> list:
     """The vision sizer's high-water marks as JSON (saved with the data position: a resumed run keeps the
     shapes, hence the compiled programs and the numerics, of the run it continues)."""
@@ -695,12 +715,14 @@ class Evaluator:
 
         s = data_stream.make_stream(self.stream_cfg, process_index=jax.process_index(),
                                     process_count=jax.process_count(), tokenizer=self.tokenizer)
-        if self.sizer is None:
-            self.sizer = make_sizer(self.cfg, self.mcfg, s)
         n = s.batches_per_pass()
         if self.cfg.eval.max_samples:
             per_batch = self.stream_cfg.batch_size * jax.process_count()
             n = min(n, -(-int(self.cfg.eval.max_samples) // per_batch))
+        if self.sizer is None:
+            self.sizer = make_sizer(self.cfg, self.mcfg, s)
+            rows = min(s.num_samples, n * self.stream_cfg.batch_size * jax.process_count())
+            prime_rewards(s.samples, rows, reward_kwargs(self.cfg))
         try:
             for _ in range(n):
                 yield next(s)

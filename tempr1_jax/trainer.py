@@ -213,8 +213,9 @@ def state_specs(state_shape: TrainState, param_specs: Any, tx: optax.GradientTra
 def state_shardings(
     mesh: jax.sharding.Mesh, state_shape: TrainState, param_specs: Any, tx: optax.GradientTransformation
 ) -> TrainState:
-    """NamedShardings of a TrainState on ``mesh``."""
-    return sharding.named(mesh, state_specs(state_shape, param_specs, tx))
+    """NamedShardings of a TrainState on ``mesh`` (``ref_params`` None when the state has no reference)."""
+    shardings = sharding.named(mesh, state_specs(state_shape, param_specs, tx))
+    return shardings if state_shape.ref_params is not None else shardings.replace(ref_params=None)
 
 
 def create_state(

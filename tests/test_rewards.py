@@ -334,6 +334,21 @@ def test_compiles_once_per_bucket():
     assert not np.array_equal(out1["localization"], out2["localization"])
 
 
+def test_the_number_of_parsable_completions_does_not_change_the_compiled_shapes():
+    """A training batch has a fixed size but a varying number of parsable completions: one compilation."""
+    sample = {"task": "tg", "duration": 30.0, "segments": [[5.0, 10.0]]}
+
+    def batch(parsable):
+        return [("<answer>5 to 9</answer>" if i < parsable else "no answer") for i in range(64)], [sample] * 64
+
+    R.compute_rewards(*batch(64))
+    size = R.one_to_one._cache_size()
+    for parsable in (1, 9, 13, 30, 47):
+        out = R.compute_rewards(*batch(parsable))
+        assert out["localization"][:parsable] == pytest.approx(0.8) and not out["localization"][parsable:].any()
+    assert R.one_to_one._cache_size() == size
+
+
 # ---------------------------------------------------------------- bad samples and bad calls
 
 
