@@ -124,9 +124,11 @@ def make_policy_fn(graphdef: Any, *, temperature: float = 1.0, chunk_size: int =
         ids = batch["input_ids"]
         feats = vision_features_per_prompt(model, batch["vision"])
         feats = jnp.repeat(feats, ids.shape[0] // feats.shape[0], axis=0)
-        hidden = model(ids, jnp.swapaxes(batch["position_ids"], 0, 1), batch["attention_mask"],
-                       vision_features=feats)
         t = batch["completion_tokens"].shape[1]
+        # Vision features go to the prompt's pads only: a completion that sampled a pad id saw it as text.
+        in_prompt = jnp.broadcast_to(jnp.arange(ids.shape[1]) < ids.shape[1] - t, ids.shape)
+        hidden = model(ids, jnp.swapaxes(batch["position_ids"], 0, 1), batch["attention_mask"],
+                       vision_features=feats, vision_mask=in_prompt)
         start = ids.shape[1] - t - 1  # the hidden state at position L - 1 + i predicts completion token i
         hidden = jax.lax.slice_in_dim(hidden, start, start + t, axis=1)
         return token_logprobs_and_entropy(hidden, model, batch["completion_tokens"], chunk_size=chunk_size,

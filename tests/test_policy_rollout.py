@@ -87,6 +87,21 @@ def test_sampler_logp_equals_policy_logp(model):
     assert len({tuple(r) for r in tokens}) > 1  # sampling draws different completions within a group
 
 
+def test_a_completion_that_samples_a_vision_pad_id_keeps_its_log_probs(model):
+    """A sampled <|video_pad|> / <|image_pad|> is text to the sampler (decode embeds it as a token): the update
+    must not give it vision features, or its log-probs (and every later token's) no longer match the rollout."""
+    graphdef, params = model
+    prompts = prompts_of(2)
+    sc = sampling(group_size=16, temperature=4.0, max_new_tokens=8)  # flat draws: pad ids come up
+    out = rollout.make_generate(graphdef, sc)(params, prompts, jax.random.PRNGKey(0))
+    tokens, mask = np.asarray(out["tokens"]), np.asarray(out["completion_mask"])
+    pads = np.isin(tokens, [CFG.video_token_id, CFG.image_token_id]) & mask
+    assert pads.any()  # the case under test occurs (fixed key)
+    batch = policy.assemble(prompts, out, jnp.zeros(tokens.shape[0]), pad_id=PAD)
+    logp, _ = policy.make_policy_fn(graphdef, temperature=4.0, chunk_size=4)(params, batch)
+    np.testing.assert_allclose(np.asarray(logp)[mask], np.asarray(out["logp"])[mask], atol=2e-5)
+
+
 def test_top_k_1_and_tiny_top_p_are_greedy(model):
     graphdef, params = model
     prompts = prompts_of(2)

@@ -520,14 +520,20 @@ class Qwen25VL(nnx.Module):
         return self.visual(vision)
 
     def embed(
-        self, input_ids: Array, vision: dict[str, Array] | None = None, vision_features: Array | None = None
+        self,
+        input_ids: Array,
+        vision: dict[str, Array] | None = None,
+        vision_features: Array | None = None,
+        vision_mask: Array | None = None,
     ) -> Array:
         """Token embeddings [B, L, D] (compute dtype) with vision features at the image/video pad positions.
 
         Pass ``vision_features`` (from ``vision_features``) to reuse them, e.g. across a GRPO group: either
         [K, D], consumed in row-major order by all rows' visual pads, or [B, F, D], row b's k-th visual pad
         taking ``vision_features[b, k]`` (one packed vision batch per row, e.g. a prompt's features repeated
-        for its G completions).
+        for its G completions). ``vision_mask`` bool [B, L] says which positions take vision features (default:
+        every image/video pad id). A sampled completion can contain a pad id as text: a prompt-only mask then
+        embeds it as the text token it was when it was sampled.
         """
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be [B, L], got shape {input_ids.shape}")
@@ -538,6 +544,10 @@ class Qwen25VL(nnx.Module):
         if vision_features is None:
             return x
         is_vis = (input_ids == self.cfg.image_token_id) | (input_ids == self.cfg.video_token_id)
+        if vision_mask is not None:
+            if vision_mask.shape != input_ids.shape:
+                raise ValueError(f"vision_mask {vision_mask.shape} must have input_ids' shape {input_ids.shape}")
+            is_vis = is_vis & vision_mask
         if vision_features.ndim == 3:
             if vision_features.shape[0] != input_ids.shape[0]:
                 raise ValueError(
@@ -565,10 +575,11 @@ class Qwen25VL(nnx.Module):
         attention_mask: Array,
         vision: dict[str, Array] | None = None,
         vision_features: Array | None = None,
+        vision_mask: Array | None = None,
     ) -> Array:
-        """Final hidden states [B, L, D] (after the last RMSNorm, before the head)."""
+        """Final hidden states [B, L, D] (after the last RMSNorm, before the head). ``vision_mask``: see embed."""
         _check_text(input_ids, position_ids, attention_mask)
-        x = self.embed(input_ids, vision, vision_features)
+        x = self.embed(input_ids, vision, vision_features, vision_mask)
         return self.text(x, position_ids, attention_mask)
 
     def logits(
