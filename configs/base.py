@@ -119,7 +119,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Periodic evaluation on a held-out slice, the code of `python -m tempr1_jax.evaluate` (greedy decoding).
     c.eval = ml_collections.ConfigDict()
-    c.eval.samples = []  # [ours] held-out samples JSONL files (frames from data.frames); empty: no evaluation
+    c.eval.samples = ()  # [ours] held-out samples JSONL files (frames from data.frames); empty: no evaluation
     c.eval.every = 0  # [ours] steps between evaluations (0: never during training)
     c.eval.at_start = True  # [ours] also before the first step (the "before" numbers) when eval.every > 0
     c.eval.max_samples = 0  # [ours] evaluate the first N samples of the slice (0: all)
@@ -149,11 +149,11 @@ def tempr1_config(size: str, data_root: str) -> ml_collections.ConfigDict:
     # files when you have them), DTG ActivityNet Captions, VHD QVHighlights, GVQA NExT-GQA, TAL ActivityNet-1.3
     # and HACS. [paper] All five tasks mixed at random in every batch, in their natural proportions (VC-R1 uses a
     # shuffled ConcatDataset), the prompt and reward chosen per sample: task_weights left empty.
-    c.data.samples = [
+    c.data.samples = tuple(
         f"{root}/samples/{name}.jsonl"
         for name in ("charades_sta_train", "activitynet_captions_dtg_train", "qvhighlights_train",
                      "nextgqa_train", "activitynet13_train", "hacs_train")
-    ]
+    )
     c.data.frames = f"{root}/frames"
     c.data.fps = 2.0  # [paper] videos sampled at 2 fps
     c.data.max_frames = 448  # [paper] at most 448 frames, sampled uniformly past that
@@ -176,11 +176,11 @@ def tempr1_config(size: str, data_root: str) -> ml_collections.ConfigDict:
     c.model.attention_chunk = 1024  # [ours] 8K-token prompts never hold [B, H, L, L] scores at once
     c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tp=1))  # [ours] ~ZeRO-3: params + Adam sharded
     # Held-out evaluation during training: a fixed random slice of the five benchmarks' evaluation splits.
-    c.eval.samples = [
+    c.eval.samples = tuple(
         f"{root}/samples/{name}.jsonl"
         for name in ("charades_sta_test", "activitynet_captions_dtg_val_2", "qvhighlights_val", "nextgqa_test",
                      "activitynet13_val")
-    ]
+    )
     c.eval.every = 500  # [ours]
     c.eval.max_samples = 256  # [ours] a fixed random slice (seeded by data.seed)
     c.checkpoint.every = 200  # [ours]

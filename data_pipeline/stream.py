@@ -67,7 +67,7 @@ _CHUNK = 1 << 16  # positions per RNG chunk of the task draw
 def default_config() -> ml_collections.ConfigDict:
     """Data config (``config.data`` of a training config). Units: seconds, pixels, patches, tokens."""
     c = ml_collections.ConfigDict()
-    c.samples = []  # samples JSONL files (local or gs://), as written by data_pipeline.convert
+    c.samples = ()  # samples JSONL files (local or gs://), as written by data_pipeline.convert
     c.frames = ""  # extract_frames output directory (local or gs://)
     c.tfds_name = ""  # read samples + frames from this TFDS dataset instead ("tempr1_temporal")
     c.tfds_data_dir = ""

@@ -313,10 +313,10 @@ def prepare_synthetic(cfg: ml_collections.ConfigDict) -> None:
         os.replace(tmp, root)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("synthetic data")
-    cfg.data.samples = [os.path.join(root, "train.jsonl")]
+    cfg.data.samples = (os.path.join(root, "train.jsonl"),)
     cfg.data.frames = os.path.join(root, "frames")
     cfg.data.tokenizer = os.path.join(root, "tokenizer")
-    cfg.eval.samples = [os.path.join(root, "val.jsonl")] if s.num_val else []
+    cfg.eval.samples = (os.path.join(root, "val.jsonl"),) if s.num_val else ()
 
 
 def cache_dir() -> str:
@@ -352,6 +352,11 @@ def host_stream_config(data: ml_collections.ConfigDict, global_batch: int) -> ml
 def model_config(cfg: ml_collections.ConfigDict, tokenizer: Any) -> qconfig.Qwen25VLConfig:
     """The Qwen2.5-VL config: the HF directory's, or a preset with overrides, sized to the tokenizer."""
     m = cfg.model
+    if m.attention_impl == "cudnn":
+        raise configlib.ConfigError(
+            "config.model.attention_impl='cudnn': the model's cuDNN path takes right-padded rows, GRPO batches are "
+            "left-padded prompts followed by completions; use None or 'xla'"
+        )
     knobs = dict(dtype=m.dtype, param_dtype=m.param_dtype, attention_impl=m.attention_impl,
                  attention_chunk=m.attention_chunk, remat=m.remat, scan_layers=m.scan_layers)
     if m.path:

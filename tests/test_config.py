@@ -54,6 +54,18 @@ def test_overrides_are_typed():
     assert cfg.optimizer.freeze == "visual/.*" and fv.workdir == "/tmp/run"
 
 
+def test_file_lists_are_overridable_from_the_command_line():
+    """data.samples / eval.samples are tuples: ml_collections overrides tuples, not lists."""
+    seven = str(REPO / "configs" / "tempr1_7b.py")
+    cfg = configlib.parse_flags(["train", "--config", f"{seven}:/data/t"]).config
+    assert cfg.data.samples[0] == "/data/t/samples/charades_sta_train.jsonl" and len(cfg.eval.samples) == 5
+    cfg = configlib.parse_flags([
+        "train", "--config", f"{seven}:/data/t", "--config.data.samples=('/a.jsonl', '/b.jsonl')",
+        "--config.eval.samples=('/c.jsonl',)",
+    ]).config
+    assert cfg.data.samples == ("/a.jsonl", "/b.jsonl") and cfg.eval.samples == ("/c.jsonl",)
+
+
 @pytest.mark.parametrize(
     "arg,key",
     [

@@ -224,6 +224,14 @@ def test_an_unknown_config_key_is_an_error_naming_it(tmp_path, env):
     assert r.returncode == 2 and "synthetic.num_videos" in r.stderr
 
 
+def test_cudnn_attention_is_refused_with_its_reason(tmp_path, env, data_dir):
+    """The model's cuDNN path assumes right padding; GRPO rows are left-padded: a clear error, not wrong math."""
+    r = run(["--config", DEMO, "--workdir", str(tmp_path), *small(data_dir), "--config.model.attention_impl=cudnn"],
+            env, timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "attention_impl='cudnn'" in r.stderr and "left-padded" in r.stderr and "Traceback" not in r.stderr
+
+
 EVALUATE_BOTH = """
 import sys
 from tempr1_jax import evaluate
