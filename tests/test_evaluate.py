@@ -199,17 +199,15 @@ def test_files_and_arguments(tmp_path, capsys):
     assert e.value.code == 2 and "unrecognized arguments: --colour" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["--config", "configs/demo.py", "--checkpoint", "ckpt"],
-        ["--config", "configs/demo.py", "--config.eval.n=4"],
-    ],
-)
-def test_generation_mode_is_refused_in_one_line(capsys, args):
-    rc, out, err = run_main(args, capsys)
+def test_generation_mode_bad_inputs_are_one_line_errors(capsys, tmp_path):
+    rc, out, err = run_main(["--config", "configs/demo.py", "--checkpoint", str(tmp_path / "ckpt")], capsys)
     assert rc == 2 and out == "" and err.count("\n") == 1
-    assert "generation mode (--config/--checkpoint) is not available yet" in err
+    assert f"--checkpoint {tmp_path / 'ckpt'}: no such directory" in err
+    rc, out, err = run_main(["--config", "configs/demo.py", "--checkpoint", str(tmp_path)], capsys)
+    assert rc == 2 and "neither a Hugging Face model directory" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--config", "configs/demo.py", "--config.eval.batch_size=4"])
+    assert e.value.code == 2 and "generation mode needs both --config" in capsys.readouterr().err
 
 
 def test_help_lists_every_rule(capsys):
