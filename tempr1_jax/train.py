@@ -694,7 +694,7 @@ def warmup_target(sample: Mapping[str, Any], mode: str, rng: np.random.Generator
 
     "truth": the ground truth (``data_pipeline.prompts.target_completion``). "random": the same format with
     each segment replaced by a random interval [a, b], a < b, drawn uniformly from the pairs of whole seconds in
-    [0, duration] (tenths of a second for videos shorter than 1 s), and a random gvqa option letter: the
+    [0, duration] (tenths of the duration for videos shorter than 1 s), and a random gvqa option letter: the
     warm-up then teaches the answer format only, and any localization above chance must come from GRPO.
     """
     from data_pipeline import prompts as data_prompts
@@ -705,7 +705,12 @@ def warmup_target(sample: Mapping[str, Any], mode: str, rng: np.random.Generator
     if mode != "random":
         raise configlib.ConfigError(f"config.warmup.targets={mode!r}: must be one of {WARMUP_TARGETS}")
     d = float(sample["duration"])
-    grid = np.arange(0, math.floor(d) + 1, dtype=np.float64) if d >= 1 else np.round(np.linspace(0, d, 11), 1)
+    if d >= 1:
+        grid = np.arange(0, math.floor(d) + 1, dtype=np.float64)
+    else:
+        grid = np.unique(np.round(np.linspace(0, d, 11), 2))
+    if len(grid) < 2:
+        grid = np.array([0.0, d])
     segments = []
     for _ in sample["segments"]:
         a, b = np.sort(rng.choice(grid, size=2, replace=False))
