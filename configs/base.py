@@ -133,6 +133,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.warmup.steps = 0  # [ours] TempR1 has no SFT stage
     c.warmup.batch_size = 8  # [ours] prompts per warm-up step (global)
     c.warmup.learning_rate = 1e-3  # [ours] AdamW, constant
+    # [ours] "truth": ground-truth targets; "random": random intervals in the same format (teaches the format only)
+    c.warmup.targets = "truth"
     return c
 
 

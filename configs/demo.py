@@ -2,13 +2,17 @@
 
     python -m tempr1_jax.train --config configs/demo.py [--workdir DIR]
 
-Everything is made on first use, offline: 288 short generated videos (6-9 s; a red square is visible during
-one interval of whole seconds, and a burned-in clock in the left half counts the seconds), their frames at
-2 fps (data_pipeline.extract_frames), tg samples in the SPEC format and the tiny tokenizer, cached under
-~/.cache/tempr1_jax (``synthetic.dir`` to choose). A randomly initialized tiny model learns the answer format
-in a short supervised warm-up, then GRPO with the recipe's objective (G completions per prompt, k3 KL to the
-warmed-up reference) raises its localization reward. Greedy evaluation on 32 held-out videos runs before the
-first GRPO step, every ``eval.every`` steps and at the end (README: "The demo").
+Everything is made on first use, offline: 1056 short generated videos (6-9 s; a marker steps through a 4 x 4
+grid one cell per second, a burned-in clock, and is a red square during one interval of whole seconds, white
+otherwise), their frames at 2 fps (data_pipeline.extract_frames), tg samples in the SPEC format and the tiny
+tokenizer, cached under ~/.cache/tempr1_jax (``synthetic.dir`` to choose). A randomly initialized tiny model
+learns the answer format in a short supervised warm-up on RANDOM intervals (``warmup.targets="random"``: it
+learns nothing about where the square is), then GRPO with the recipe's objective (G completions per prompt,
+k3 KL to the warmed-up reference) trains it on the localization reward. Greedy evaluation on 32 held-out
+videos runs before the first GRPO step, every ``eval.every`` steps and at the end (README: "The demo");
+``data_pipeline.synthetic.best_constant_iou`` on the held-out file is the bar a pixel-blind answer reaches.
+Measured (2-core CPU): the held-out localization stays at that bar (the policy settles on one answer); the
+task itself is learnable by this model (300 supervised steps on the true answers reach 0.63 held-out).
 """
 
 import importlib.util
@@ -33,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.synthetic = ml_collections.ConfigDict()
     c.synthetic.enabled = True
     c.synthetic.dir = ""  # "": ~/.cache/tempr1_jax/square-<hash of the settings below>
-    c.synthetic.num_train = 256
+    c.synthetic.num_train = 1024  # 256 videos get memorized by supervised training; 1024 generalize
     c.synthetic.num_val = 32
     c.synthetic.min_seconds = 6
     c.synthetic.max_seconds = 9
@@ -59,23 +63,24 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.prefetch_batches = 2
 
     c.train.prompts_per_step = 8
-    c.train.total_steps = 100
+    c.train.total_steps = 150
     c.grpo.num_generations = 8  # G as in the recipe
     c.optimizer.learning_rate = 1e-3  # the recipe's 1e-6 is for a pretrained 7B model
     c.optimizer.decay = "constant"
     c.rollout.max_new_tokens = 16  # "<answer>3 to 7</answer>" + EOS is 11 tokens
     c.rollout.temperature = 1.0
 
-    c.warmup.steps = 30
+    c.warmup.steps = 60  # enough for format 1.0 before GRPO on random targets
     c.warmup.batch_size = 16
     c.warmup.learning_rate = 3e-3
+    c.warmup.targets = "random"  # the format only: localization skill comes from GRPO
 
-    c.eval.every = 20
+    c.eval.every = 25
     c.eval.batch_size = 16
     c.eval.max_new_tokens = 16
 
-    c.checkpoint.every = 20
+    c.checkpoint.every = 25
     c.checkpoint.keep = 2
     c.logging.every = 5
-    c.logging.samples_every = 20
+    c.logging.samples_every = 25
     return c

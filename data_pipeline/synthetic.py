@@ -8,6 +8,7 @@ read back which source frame a stored frame came from with ``frame_index``.
 from __future__ import annotations
 
 import fractions
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -192,27 +193,52 @@ def make_dataset(
 # The demo's learnable temporal-grounding task: when is the red square on screen?
 
 SQUARE_QUERY = "the red square is on screen"
-SQUARE_VERSION = 1  # bump when the videos change: cached copies are keyed by it
+SQUARE_VERSION = 2  # bump when the videos change: cached copies are keyed by it
 _BACKGROUND = 40
 _RED = (230, 20, 20)
+_GRID = 4  # the clock: a marker steps through a 4 x 4 grid of cells, one cell per second 0..15
 
 
-def square_frame(second: int, visible: bool, *, size: int = 56, corner: tuple[int, int] = (4, 32)) -> np.ndarray:
+def square_frame(second: int, visible: bool, *, size: int = 56) -> np.ndarray:
     """uint8 [size, size, 3] frame of the square task at whole second ``second`` (0 <= second < 16).
 
-    The left half is a burned-in clock (as NumPro overlays frame numbers on videos): its gray level
-    ``16 * second + 8`` counts the seconds. The right half is dark, with a red square (side ``size * 3 / 8``)
-    at ``corner`` = (row, column) when ``visible``.
+    The frame is a 4 x 4 grid of ``size / 4`` px cells on a dark background. A marker steps through the cells
+    in reading order, one per second (cell ``second``: row ``second // 4``, column ``second % 4``): a burned-in
+    clock, as NumPro overlays frame numbers on videos. The marker is a red square when ``visible``, else a white
+    one. Where the event is and when it happens are thus one local pattern (a red cell at the cell of its
+    second), which a tiny randomly initialized vision tower can tell apart linearly.
     """
-    if not 0 <= second < 16:
-        raise ValueError(f"the clock shows seconds 0..15, got {second}")
+    if not 0 <= second < _GRID * _GRID:
+        raise ValueError(f"the clock shows seconds 0..{_GRID * _GRID - 1}, got {second}")
     img = np.full((size, size, 3), _BACKGROUND, np.uint8)
-    img[:, : size // 2] = 16 * second + 8
-    if visible:
-        side = size * 3 // 8
-        r, c = corner
-        img[r : r + side, c : c + side] = _RED
+    cell = size // _GRID
+    r, c = (second // _GRID) * cell, (second % _GRID) * cell
+    img[r : r + cell, c : c + cell] = _RED if visible else 255
     return img
+
+
+def best_constant_iou(samples: Sequence[Mapping], step: float = 0.5) -> tuple[tuple[float, float], float]:
+    """The best video-blind constant answer for single-interval samples, and its mean IoU.
+
+    Tries every interval [a, b] (a < b) on a grid of ``step`` seconds in [0, max duration], each clipped to the
+    sample's duration as the rewards clip predictions, scored by IoU with the sample's first segment. Returns
+    ((a, b), mean IoU) of the best: the baseline a model that ignores the pixels can reach with one answer.
+    """
+    gt = np.asarray([s["segments"][0] for s in samples], np.float64)
+    dur = np.asarray([s["duration"] for s in samples], np.float64)
+    if gt.size == 0:
+        raise ValueError("best_constant_iou needs at least one sample")
+    grid = np.arange(0.0, dur.max() + step / 2, step)
+    a, b = np.meshgrid(grid, grid, indexing="ij")
+    keep = a < b
+    a, b = a[keep], b[keep]  # [C]
+    pa, pb = np.minimum(a[:, None], dur), np.minimum(b[:, None], dur)  # [C, N]
+    gs, ge = np.minimum(gt[:, 0], dur), np.minimum(gt[:, 1], dur)
+    inter = np.clip(np.minimum(pb, ge) - np.maximum(pa, gs), 0.0, None)
+    union = np.maximum(pb, ge) - np.minimum(pa, gs)
+    iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0).mean(axis=1)
+    i = int(np.argmax(iou))
+    return (float(a[i]), float(b[i])), float(iou[i])
 
 
 def write_frames(path: str, frames: np.ndarray, *, fps: float, codec: str = "mpeg4") -> int:
@@ -275,11 +301,7 @@ def make_square_dataset(
         length = int(rng.integers(2, max(2, d // 2 + 1) + 1))
         a = int(rng.integers(0, d - length + 1))
         b = a + length
-        side = size * 3 // 8
-        corner = (int(rng.integers(2, size - side - 1)), int(rng.integers(size // 2 + 2, size - side - 1)))
-        frames = np.stack(
-            [square_frame(s, a <= s < b, size=size, corner=corner) for s in range(d) for _ in range(per_second)]
-        )
+        frames = np.stack([square_frame(s, a <= s < b, size=size) for s in range(d) for _ in range(per_second)])
         vid = f"sq{i}"
         write_frames(os.path.join(vdir, vid + ".mp4"), frames, fps=per_second)
         split = "train" if i < num_train else "val"

@@ -1,23 +1,28 @@
 """Draw the demo's reward curves from a training run's ``metrics.jsonl``.
 
-    python docs/plot_demo.py workdir/demo/metrics.jsonl docs/demo_rewards.png
+    python docs/plot_demo.py workdir/demo/metrics.jsonl docs/demo_rewards.png [VAL.jsonl]
 
 Plots the mean localization and format rewards of the GRPO rollouts (every logged step, with a running mean)
-and the held-out greedy localization reward of each evaluation. Needs matplotlib, which is not a dependency
-of the package (``pip install matplotlib``).
+and the held-out greedy localization reward of each evaluation. With the held-out samples file (the demo's
+``val.jsonl`` in its cache directory), also draws the best constant answer's mean IoU on it as a dashed line
+(``data_pipeline.synthetic.best_constant_iou``): what a model that ignores the pixels can reach. Needs
+matplotlib, which is not a dependency of the package (``pip install matplotlib``).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # data_pipeline, when run from anywhere
+
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        print("usage: python docs/plot_demo.py METRICS.jsonl OUT.png", file=sys.stderr)
+    if len(argv) not in (2, 3):
+        print("usage: python docs/plot_demo.py METRICS.jsonl OUT.png [VAL.jsonl]", file=sys.stderr)
         return 2
     import matplotlib
 
@@ -43,6 +48,14 @@ def main(argv: list[str]) -> int:
     if evals:
         ax.plot([r["step"] for r in evals], [r["eval/reward/localization"] for r in evals], "o-", color="tab:red",
                 lw=2, label="held-out, greedy: localization (IoU)")
+    if len(argv) == 3:
+        from data_pipeline import synthetic
+
+        with open(argv[2], encoding="utf-8") as f:
+            samples = [json.loads(line) for line in f if line.strip()]
+        (a, b), iou = synthetic.best_constant_iou(samples)
+        ax.axhline(iou, color="tab:red", ls="--", lw=1.2,
+                   label=f"held-out: best constant answer ({a:g} to {b:g}), IoU {iou:.2f}")
     ax.set_xlabel("GRPO step")
     ax.set_ylabel("mean reward")
     ax.set_ylim(-0.02, 1.05)

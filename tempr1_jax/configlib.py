@@ -205,6 +205,8 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
         need(w.steps >= 0, "warmup.steps", "must be >= 0 (0: no warm-up)")
         need(w.batch_size >= 1, "warmup.batch_size", "must be >= 1")
         need(w.learning_rate > 0, "warmup.learning_rate", "must be > 0")
+        if "targets" in w:
+            need(w.targets in ("truth", "random"), "warmup.targets", "must be truth or random")
     if "reward" in cfg:
         r = cfg.reward
         thinks = ("optional", "required", "forbidden")

@@ -627,12 +627,13 @@ def reward_kwargs(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def supervised_warmup(cfg: ml_collections.ConfigDict, graphdef: Any, params: Any, specs: Any,
                       mcfg: qconfig.Qwen25VLConfig, tokenizer: Any, mesh: jax.sharding.Mesh) -> Any:
-    """``warmup.steps`` AdamW steps of next-token cross-entropy on the ground truth written in each task's
-    completion format (``data_pipeline.prompts.target_completion``), on the training stream (another seed)."""
-    from data_pipeline import prompts as data_prompts
+    """``warmup.steps`` AdamW steps of next-token cross-entropy on targets written in each task's completion
+    format (``data_pipeline.prompts.target_completion``), on the training stream (another seed): the ground
+    truth with ``warmup.targets="truth"``, random intervals with ``"random"`` (``warmup_target``)."""
     from data_pipeline import stream as data_stream
 
     w = cfg.warmup
+    rng = np.random.default_rng(int(cfg.seed) + 3)
     batch_sh = sharding.batch_sharding(mesh)
     scfg = ml_collections.ConfigDict(cfg.data.to_dict())
     scfg.seed = int(cfg.data.seed) + 1
@@ -670,7 +671,7 @@ def supervised_warmup(cfg: ml_collections.ConfigDict, graphdef: Any, params: Any
             targets = np.full((len(batch["sample_json"]), T), pad, np.int32)
             tmask = np.zeros_like(targets, bool)
             for b, sample in enumerate(data_stream.batch_samples(batch, valid_only=False)):
-                ids = tokenizer(data_prompts.target_completion(sample), add_special_tokens=False)["input_ids"]
+                ids = tokenizer(warmup_target(sample, w.targets, rng), add_special_tokens=False)["input_ids"]
                 ids = [*ids, eos]
                 if len(ids) > T:
                     raise ValueError(f"warm-up target of sample {sample['id']!r} has {len(ids)} tokens > "
@@ -688,6 +689,41 @@ def supervised_warmup(cfg: ml_collections.ConfigDict, graphdef: Any, params: Any
                          time.perf_counter() - t0)
     stream.close()
     return params
+
+
+WARMUP_TARGETS = ("truth", "random")
+
+
+def warmup_target(sample: Mapping[str, Any], mode: str, rng: np.random.Generator) -> str:
+    """The warm-up's target completion of ``sample`` (``warmup.targets``).
+
+    "truth": the ground truth (``data_pipeline.prompts.target_completion``). "random": the same format with
+    each segment replaced by a random interval [a, b], a < b, drawn uniformly from the pairs of whole seconds in
+    [0, duration] (tenths of the duration for videos shorter than 1 s), and a random gvqa option letter: the
+    warm-up then teaches the answer format only, and any localization above chance must come from GRPO.
+    """
+    from data_pipeline import prompts as data_prompts
+    from data_pipeline.schema import OPTION_LETTERS
+
+    if mode == "truth":
+        return data_prompts.target_completion(sample)
+    if mode != "random":
+        raise configlib.ConfigError(f"config.warmup.targets={mode!r}: must be one of {WARMUP_TARGETS}")
+    d = float(sample["duration"])
+    if d >= 1:
+        grid = np.arange(0, math.floor(d) + 1, dtype=np.float64)
+    else:
+        grid = np.unique(np.round(np.linspace(0, d, 11), 2))
+    if len(grid) < 2:
+        grid = np.array([0.0, d])
+    segments = []
+    for _ in sample["segments"]:
+        a, b = np.sort(rng.choice(grid, size=2, replace=False))
+        segments.append([float(a), float(b)])
+    fake = dict(sample, segments=segments)
+    if sample["task"] == "gvqa":
+        fake["answer"] = OPTION_LETTERS[int(rng.integers(len(sample["options"])))]
+    return data_prompts.target_completion(fake)
 
 
 # ----------------------------------------------------------------------------------------------------------

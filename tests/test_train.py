@@ -317,17 +317,61 @@ def test_two_processes_with_jax_distributed_train_like_one(tmp_path, env, data_d
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured: GRPO settles on one answer, held-out IoU 0.49 vs the best "
+                   "constant's 0.52 (configs/demo.py docstring); strict: remove this mark once the demo learns")
 def test_the_full_demo_learns(tmp_path, env):
-    """``python -m tempr1_jax.train --config configs/demo.py`` as the README runs it: the held-out greedy
-    localization reward and the training reward rise over the GRPO steps."""
+    """``python -m tempr1_jax.train --config configs/demo.py`` as the README runs it. The warm-up teaches the
+    format on random intervals, so before GRPO the held-out greedy localization is below the best constant
+    answer (a model that ignores the pixels); after GRPO it beats that constant by a margin, and the rollouts'
+    reward rises."""
+    from data_pipeline import synthetic
+
     wd = tmp_path / "demo"
     r = run(["--config", DEMO, "--workdir", str(wd)], env, timeout=1800)
     assert r.returncode == 0, r.stderr[-6000:]
+    (val,) = Path(env["XDG_CACHE_HOME"]).glob("tempr1_jax/square-*/val.jsonl")
+    _, constant = synthetic.best_constant_iou([json.loads(x) for x in val.read_text().splitlines()])
     rows = metrics_rows(wd)
     evals = [x for x in rows if "eval/reward/localization" in x]
     assert evals[0]["step"] == 0 and evals[-1]["step"] == max(x["step"] for x in rows)
     before, after = evals[0]["eval/reward/localization"], evals[-1]["eval/reward/localization"]
-    assert after > before + 0.05, (before, after)
+    assert evals[0]["eval/reward/format"] > 0.9, evals[0]
+    assert before < constant, (before, constant)
+    assert after > constant + 0.1, (before, after, constant)
     train = [x["reward/localization"] for x in rows if "reward/localization" in x]
     k = max(1, len(train) // 4)
-    assert np.mean(train[-k:]) > np.mean(train[:k]) + 0.05
+    assert np.mean(train[-k:]) > np.mean(train[:k]) + 0.1
+
+
+def test_random_warmup_targets_are_valid_intervals_in_the_format_not_the_truth():
+    from data_pipeline import prompts
+    from tempr1_jax import rewards
+    from tempr1_jax.train import warmup_target
+
+    rng = np.random.default_rng(0)
+    sample = {"id": "v#0", "task": "tg", "video": "v", "duration": 7.0, "segments": [[2.0, 5.0]],
+              "query": "the red square is on screen"}
+    assert warmup_target(sample, "truth", rng) == prompts.target_completion(sample)
+    seen = set()
+    for _ in range(200):
+        text = warmup_target(sample, "random", rng)
+        parsed = rewards.parse_completion(text, sample)
+        assert parsed.format, text
+        (a, b), = parsed.intervals.tolist()
+        assert 0 <= a < b <= 7 and a == int(a) and b == int(b), text
+        seen.add((a, b))
+    assert len(seen) == 28  # every pair of whole seconds in [0, 7] comes up, the truth among them
+    r = rewards.compute_rewards([warmup_target(sample, "random", rng) for _ in range(200)], [sample] * 200)
+    assert np.all(r["format"] == 1) and 0.1 < np.mean(r["localization"]) < 0.5  # chance, not the truth
+    gvqa = {"id": "q", "task": "gvqa", "video": "v", "duration": 0.5, "segments": [[0.1, 0.3]],
+            "question": "?", "options": ["x", "y", "z"], "answer": "A"}
+    for _ in range(20):
+        parsed = rewards.parse_completion(warmup_target(gvqa, "random", rng), gvqa)
+        assert parsed.format and 0 <= parsed.intervals[0, 0] < parsed.intervals[0, 1] <= 0.5
+    with pytest.raises(ValueError, match="warmup.targets"):
+        warmup_target(sample, "truht", rng)
+
+
+def test_a_bad_warmup_targets_value_is_a_config_error_naming_it(tmp_path, env):
+    r = run(["--config", DEMO, "--workdir", str(tmp_path), "--config.warmup.targets=truht"], env, timeout=120)
+    assert r.returncode == 2 and "warmup.targets" in r.stderr and "Traceback" not in r.stderr
