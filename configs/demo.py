@@ -1,4 +1,4 @@
-"""The offline CPU demo: GRPO teaches a tiny Qwen2.5-VL-shaped model when a red square is on screen.
+"""The offline CPU demo: a tiny Qwen2.5-VL-shaped model learns when a red square is on screen, then GRPO.
 
     python -m tempr1_jax.train --config configs/demo.py [--workdir DIR]
 
@@ -6,13 +6,16 @@ Everything is made on first use, offline: 1056 short generated videos (6-9 s; a 
 grid one cell per second, a burned-in clock, and is a red square during one interval of whole seconds, white
 otherwise), their frames at 2 fps (data_pipeline.extract_frames), tg samples in the SPEC format and the tiny
 tokenizer, cached under ~/.cache/tempr1_jax (``synthetic.dir`` to choose). A randomly initialized tiny model
-learns the answer format in a short supervised warm-up on RANDOM intervals (``warmup.targets="random"``: it
-learns nothing about where the square is), then GRPO with the recipe's objective (G completions per prompt,
-k3 KL to the warmed-up reference) trains it on the localization reward. Greedy evaluation on 32 held-out
-videos runs before the first GRPO step, every ``eval.every`` steps and at the end (README: "The demo");
-``data_pipeline.synthetic.best_constant_iou`` on the held-out file is the bar a pixel-blind answer reaches.
-Measured (2-core CPU): the held-out localization stays at that bar (the policy settles on one answer); the
-task itself is learnable by this model (300 supervised steps on the true answers reach 0.63 held-out).
+gets a supervised warm-up on the true answers (300 steps: it learns the format, then, after ~220 steps, to
+read the marker), then GRPO with the recipe's objective (G = 8 completions per prompt, k3 KL to the warmed-up
+reference, beta 0.04) on the localization reward. Greedy evaluation on 32 held-out videos runs before the
+first GRPO step, every ``eval.every`` steps and at the end; ``data_pipeline.synthetic.best_constant_iou`` of
+the held-out file is the bar a pixel-blind answer reaches (README: "The demo" has the measured numbers).
+
+What this demo shows and what it does not: GRPO from the random-target warm-up (``warmup.targets="random"``,
+format only) raises the reward but settles on the best pixel-blind answer within the CPU budget (measured:
+held-out IoU 0.44 -> 0.49, the constant's 0.52); after the true-answer warm-up the policy reads the video
+and GRPO sharpens its sampling (rollout localization up ~0.07) while the held-out greedy IoU stays ~0.64.
 """
 
 import importlib.util
@@ -65,15 +68,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.prompts_per_step = 8
     c.train.total_steps = 150
     c.grpo.num_generations = 8  # G as in the recipe
-    c.optimizer.learning_rate = 1e-3  # the recipe's 1e-6 is for a pretrained 7B model
+    c.optimizer.learning_rate = 3e-4  # the recipe's 1e-6 is for a pretrained 7B model (1e-3: noisier held-out)
     c.optimizer.decay = "constant"
     c.rollout.max_new_tokens = 16  # "<answer>3 to 7</answer>" + EOS is 11 tokens
     c.rollout.temperature = 1.0
 
-    c.warmup.steps = 60  # enough for format 1.0 before GRPO on random targets
+    c.warmup.steps = 300  # the held-out IoU jumps above the pixel-blind bar after ~220 steps (loss 0.35 -> 0.26)
     c.warmup.batch_size = 16
     c.warmup.learning_rate = 3e-3
-    c.warmup.targets = "random"  # the format only: localization skill comes from GRPO
+    c.warmup.targets = "truth"  # "random": the format only (GRPO alone then finds the pixel-blind answer)
 
     c.eval.every = 25
     c.eval.batch_size = 16
