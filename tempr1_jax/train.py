@@ -207,10 +207,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
             valid = np.repeat(np.asarray(batch["sample_mask"], bool), G)
             # The update.
             t3 = time.perf_counter()
+            total = to_mesh(rew["total"], batch_sh)  # the only host -> device copies of the update
+            sample_mask = to_mesh(batch["sample_mask"], batch_sh)
             with jax.transfer_guard("disallow"):
-                total = to_mesh(rew["total"], batch_sh)
                 rollout_out = {k: roll.device[k] for k in ("tokens", "completion_mask", "logp")}
-                train_batch = assemble(roll.prompts, rollout_out, total, to_mesh(batch["sample_mask"], batch_sh))
+                train_batch = assemble(roll.prompts, rollout_out, total, sample_mask)
                 if gcfg.num_iterations == 1:
                     train_batch.pop("old_logp")  # on-policy: ratio exactly 1, as TRL computes it for mu = 1
                 state, metrics = train_step(state, train_batch)

@@ -80,7 +80,12 @@ def train_rows(workdir: Path) -> dict[int, dict]:
 def read_state(workdir: Path, step: int) -> dict:
     import orbax.checkpoint as ocp
 
-    return ocp.PyTreeCheckpointer().restore(str(workdir / "checkpoints" / str(step) / "state"))
+    import jax
+
+    ckptr, path = ocp.PyTreeCheckpointer(), str(workdir / "checkpoints" / str(step) / "state")
+    # as numpy arrays: no device layout needed, so a checkpoint written by two processes reads in one
+    tree = ckptr.metadata(path).item_metadata.tree
+    return ckptr.restore(path, restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree))
 
 
 def flat(tree, prefix: str = "") -> dict[str, np.ndarray]:
