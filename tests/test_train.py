@@ -78,9 +78,8 @@ def train_rows(workdir: Path) -> dict[int, dict]:
 
 
 def read_state(workdir: Path, step: int) -> dict:
-    import orbax.checkpoint as ocp
-
     import jax
+    import orbax.checkpoint as ocp
 
     ckptr, path = ocp.PyTreeCheckpointer(), str(workdir / "checkpoints" / str(step) / "state")
     # as numpy arrays: no device layout needed, so a checkpoint written by two processes reads in one
