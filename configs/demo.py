@@ -18,22 +18,13 @@ held-out IoU 0.44 -> 0.49, the constant's 0.52); after the true-answer warm-up t
 and GRPO sharpens its sampling (rollout localization up ~0.07) while the held-out greedy IoU stays ~0.64.
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _base():
-    path = os.path.join(os.path.dirname(__file__), "base.py")
-    spec = importlib.util.spec_from_file_location("tempr1_base_config", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tempr1_jax import configlib
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = _base().get_config()
+    c = configlib.sibling_config(__file__).get_config()
     c.seed = 0
 
     # The synthetic task (data_pipeline.synthetic.make_square_dataset), generated once into the cache.

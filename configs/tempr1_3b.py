@@ -7,18 +7,9 @@ The text after ":" is the data root (default "data"): samples under <root>/sampl
 (README: "A real run"). Every value comes from base.tempr1_config, commented there with its source.
 """
 
-import importlib.util
-import os
-
-
-def _base():
-    path = os.path.join(os.path.dirname(__file__), "base.py")
-    spec = importlib.util.spec_from_file_location("tempr1_base_config", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tempr1_jax import configlib
 
 
 def get_config(data_root: str | None = None):
-    # [ours] Qwen2.5-VL-3B-Instruct (tied output head): ~60 GB of fp32 weights, AdamW and reference, one 80 GB GPU
-    return _base().tempr1_config("3b", data_root or "data")
+    # [ours] Qwen2.5-VL-3B-Instruct (tied output head): ~75 GB of fp32 weights, gradients, AdamW and reference
+    return configlib.sibling_config(__file__).tempr1_config("3b", data_root or "data")

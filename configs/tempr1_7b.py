@@ -7,18 +7,9 @@ The text after ":" is the data root (default "data"): samples under <root>/sampl
 (README: "A real run"). Every value comes from base.tempr1_config, commented there with its source.
 """
 
-import importlib.util
-import os
-
-
-def _base():
-    path = os.path.join(os.path.dirname(__file__), "base.py")
-    spec = importlib.util.spec_from_file_location("tempr1_base_config", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tempr1_jax import configlib
 
 
 def get_config(data_root: str | None = None):
     # [paper] Qwen2.5-VL-7B(-Instruct); fp32 master weights + AdamW are ~130 GB: shard them (mesh.fsdp = -1)
-    return _base().tempr1_config("7b", data_root or "data")
+    return configlib.sibling_config(__file__).tempr1_config("7b", data_root or "data")

@@ -8,7 +8,7 @@ read back which source frame a stored frame came from with ``frame_index``.
 from __future__ import annotations
 
 import fractions
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -48,31 +48,19 @@ def write_video(
     pattern: ``index`` (``frame_pattern``, at most 256 frames) or ``noise`` (random textures: realistic
     JPEG sizes / decode cost for benchmarks).
     """
-    import av
 
     n = int(round(seconds * fps))
     if pattern == "index" and n > 256:
         raise ValueError(f"an index-pattern video holds at most 256 frames, asked for {n}")
     rng = np.random.default_rng(seed)
-    rate = fractions.Fraction(fps).limit_denominator(1000)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        if codec == "mpeg4":
-            stream.codec_context.qmin = stream.codec_context.qmax = 2
-        base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
-        for k in range(n):
-            if pattern == "index":
-                img = frame_pattern(k, width, height)
-            else:
-                tile = np.roll(base, k, axis=1).repeat(8, 0).repeat(8, 1)[:height, :width]
-                img = np.ascontiguousarray(tile)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return n
+    base = rng.integers(0, 256, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+
+    def frame(k: int) -> np.ndarray:
+        if pattern == "index":
+            return frame_pattern(k, width, height)
+        return np.roll(base, k, axis=1).repeat(8, 0).repeat(8, 1)[:height, :width]
+
+    return write_frames(path, (frame(k) for k in range(n)), fps=fps, codec=codec, size=(height, width))
 
 
 def truncate_file(src: str, dst: str, fraction: float = 0.5) -> None:
@@ -241,24 +229,33 @@ def best_constant_iou(samples: Sequence[Mapping], step: float = 0.5) -> tuple[tu
     return (float(a[i]), float(b[i])), float(iou[i])
 
 
-def write_frames(path: str, frames: np.ndarray, *, fps: float, codec: str = "mpeg4") -> int:
-    """Encode uint8 frames [T, H, W, 3] as a video (high quality, ``fps`` frames per second)."""
+def write_frames(
+    path: str, frames: Iterable[np.ndarray], *, fps: float, codec: str = "mpeg4", size: tuple[int, int] | None = None
+) -> int:
+    """Encode uint8 frames [H, W, 3] (an array [T, H, W, 3] or any iterable, consumed one frame at a time) as a
+    video at ``fps`` frames per second, high quality; ``size`` (H, W) defaults to the first frame's. Returns the
+    number of frames."""
     import av
 
-    frames = np.asarray(frames, np.uint8)
     rate = fractions.Fraction(fps).limit_denominator(1000)
+    n = 0
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=rate)
-        stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
         if codec == "mpeg4":
             stream.codec_context.qmin = stream.codec_context.qmax = 2
         for img in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")):
+            img = np.ascontiguousarray(img, np.uint8)
+            if n == 0:
+                stream.height, stream.width = size or img.shape[:2]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 container.mux(packet)
+            n += 1
+        if n == 0 and size is not None:
+            stream.height, stream.width = size
         for packet in stream.encode():
             container.mux(packet)
-    return len(frames)
+    return n
 
 
 def make_square_dataset(

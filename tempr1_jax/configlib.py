@@ -8,9 +8,11 @@ a missing config file, or a value ``check_config`` rejects.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import NoReturn
 
 import ml_collections
@@ -61,6 +63,18 @@ def _check_key(cfg: ml_collections.ConfigDict, key: str, arg: str) -> None:
             )
         parent = ".".join(parts[:i])
         raise ConfigError(f"unknown config key {key!r} in {arg!r}: {parent} is not a config block")
+
+
+def sibling_config(config_file: str, name: str = "base.py") -> ModuleType:
+    """The config module ``name`` beside ``config_file`` (configs are files loaded by path, not a package):
+    ``configlib.sibling_config(__file__).get_config()`` builds on configs/base.py."""
+    path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name)
+    spec = importlib.util.spec_from_file_location(f"tempr1_config_{os.path.splitext(name)[0]}", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"config module {path} cannot be loaded")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def parse_flags(

@@ -263,15 +263,22 @@ def _flatten(segs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nda
     return group, cat[:, 0], cat[:, 1]
 
 
-def union_iou(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> np.ndarray:
-    """Per-sample |U_p ∩ U_g| / |U_p ∪ U_g| of the unions of each side's intervals (SPEC many-to-one). [N]."""
+def _union_overlap(
+    preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample: |U_p ∩ U_g|, |U_p| and |U_p ∪ U_g| of the unions of each side's intervals. 3 x [N]."""
     n = len(preds)
     gp, sp, ep = _flatten(preds)
     gg, sg, eg = _flatten(gts)
     lp = union_lengths(gp, sp, ep, n)
     lg = union_lengths(gg, sg, eg, n)
     la = union_lengths(np.concatenate([gp, gg]), np.concatenate([sp, sg]), np.concatenate([ep, eg]), n)
-    inter = lp + lg - la
+    return lp + lg - la, lp, la
+
+
+def union_iou(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-sample |U_p ∩ U_g| / |U_p ∪ U_g| of the unions of each side's intervals (SPEC many-to-one). [N]."""
+    inter, _, la = _union_overlap(preds, gts)
     ok = la > 0
     return np.where(ok, inter / np.where(ok, la, 1.0), 0.0)
 
@@ -689,13 +696,7 @@ def nextgqa_iou_iop(span: np.ndarray, gts: Sequence[np.ndarray]) -> tuple[np.nda
 
 
 def _union_iop(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    n = len(preds)
-    gp, sp, ep = _flatten(preds)
-    gg, sg, eg = _flatten(gts)
-    lp = union_lengths(gp, sp, ep, n)
-    lg = union_lengths(gg, sg, eg, n)
-    la = union_lengths(np.concatenate([gp, gg]), np.concatenate([sp, sg]), np.concatenate([ep, eg]), n)
-    inter = lp + lg - la
+    inter, lp, la = _union_overlap(preds, gts)
     iou = np.where(la > 0, inter / np.where(la > 0, la, 1.0), 0.0)
     iop = np.where(lp > 0, inter / np.where(lp > 0, lp, 1.0), 0.0)
     return iou, iop
