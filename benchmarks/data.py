@@ -38,9 +38,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from data_pipeline import extract_frames, frames, records, schema, stream  # noqa: E402
+from data_pipeline import vision as qpre  # noqa: E402
 from data_pipeline.prompts import expand_video_pad  # noqa: E402
 from data_pipeline.tiny_tokenizer import build_tiny_tokenizer  # noqa: E402
-from tempr1_jax.models.qwen25vl import preprocess as qpre  # noqa: E402
 
 
 class RssMonitor:
@@ -193,6 +193,7 @@ def time_round(it, n_batches: int, frames_per_batch: list[int]) -> tuple[tuple[f
     CPU time is the whole process's (every thread, TF's included): the work done, whatever else runs."""
     t0, c0 = time.perf_counter(), time.process_time()
     first = next(it)
+    first = first._asdict() if hasattr(first, "_asdict") else first  # the stream's Batch, the baseline's dict
     for _ in range(n_batches - 1):
         next(it)
     dt, dc = time.perf_counter() - t0, time.process_time() - c0

@@ -44,6 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -117,10 +118,11 @@ from flax import nnx  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data_pipeline import tiny_tokenizer  # noqa: E402
+from data_pipeline import vision as preprocess  # noqa: E402
 from data_pipeline.prompts import PromptEncoder, build_messages, expand_video_pad  # noqa: E402
 from tempr1_jax import grpo, policy, rollout, trainer  # noqa: E402
 from tempr1_jax.models.qwen25vl import config as qcfg  # noqa: E402
-from tempr1_jax.models.qwen25vl import preprocess, rope  # noqa: E402
+from tempr1_jax.models.qwen25vl import rope  # noqa: E402
 from tempr1_jax.models.qwen25vl.model import Qwen25VL  # noqa: E402
 from tempr1_jax.rewards import compute_rewards  # noqa: E402
 
@@ -218,8 +220,9 @@ class Ours:
         self.metrics: dict[str, float] = {}
         self.tokens = 0  # prompt + completion tokens of the last step (padding excluded)
 
-    def stream_batch(self) -> dict[str, np.ndarray]:
-        """Raw images + samples -> a data_pipeline.stream-shaped batch (left-padded ids, packed patches)."""
+    def stream_batch(self) -> types.SimpleNamespace:
+        """Raw images + samples -> the fields of a data_pipeline.stream.Batch that policy.prompt_inputs reads
+        (left-padded ids, packed patches)."""
         s = self.s
         vids = [preprocess.preprocess_image(img) for img in s.images]
         ids = [expand_video_pad(t, self.encoder.video_pad_id, v.num_tokens)
@@ -235,8 +238,8 @@ class Ours:
             pixels[b, : v.pixel_values.shape[0]] = v.pixel_values
         grids = np.stack([np.asarray(v.grid_thw, np.int32) for v in vids])
         # second_per_grid_ts only scales temporal positions, which are all 0 for one temporal patch (an image).
-        return {"input_ids": input_ids, "attention_mask": mask, "grid_thw": grids,
-                "second_per_grid_ts": np.ones(len(ids), np.float32), "pixel_values": pixels}  # fmt: skip
+        return types.SimpleNamespace(input_ids=input_ids, attention_mask=mask, grid_thw=grids,
+                                     second_per_grid_ts=np.ones(len(ids), np.float32), pixel_values=pixels)
 
     def step(self) -> dict[str, float]:
         """One GRPO step; returns seconds per phase and in total."""

@@ -7,7 +7,7 @@ Scores, with both implementations side by side in this process, and checks that 
     highlight mAP / HIT@1, for ground truth as prediction and for moment_detr's 10-window sample submission;
   - ActivityNet-1.3 val (BMN's 4728 videos, 7293 instances): detection mAP at 0.5:0.05:0.95 and MUSEG mF1, for
     ground truth as prediction and for a jittered ground truth with 9 extra random detections per sample.
-Prints the wall time of each (best of --repeats) and the ratio. The baseline is tests/metrics_reference.py;
+Prints the wall time of each (best of --repeats) and the ratio. The baseline is tests/_support/metrics_reference.py;
 the annotation files are read from ../shared/data. Timings on a shared machine are noisy: compare ratios.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "_support")]
 
 import metrics_data as data  # noqa: E402
 import metrics_reference as ref  # noqa: E402

@@ -7,6 +7,7 @@ that the light ones stay light (worker processes import ``frames`` with numpy an
 - ``formats``         one small converter per public annotation format; ``convert`` is its command line.
 - ``frames``          frame sampling (fps + uniform cap), PyAV decoding, JPEG encoding (numpy + PyAV).
 - ``extract_frames``  the parallel, resumable extraction command writing sharded TFRecords + an index.
+- ``vision``          Qwen2.5-VL's visual preprocessing (numpy): token budget, resize, patchify.
 - ``prompts``         one prompt template per task and the chat-template / ``<|video_pad|>`` expansion.
 - ``tiny_tokenizer``  an offline Qwen2.5-VL-shaped byte-level BPE tokenizer for tests and demos.
 - ``stream``          the deterministic, resumable, host-sharded tf.data training / evaluation stream.

@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from data_pipeline.schema import OPTION_LETTERS
+from data_pipeline.schema import OPTION_LETTERS, THINK_MODES
 
-THINK_MODES = ("optional", "required", "forbidden")
 VIDEO_PAD = "<|video_pad|>"
 
 # Qwen2.5-VL-shaped chat template (system default, <|im_start|>role ... <|im_end|>, video / image parts as

@@ -24,10 +24,15 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
+
 from data_pipeline import fileio
 
-TASKS = ("tg", "dtg", "vhd", "gvqa", "tal")
-OPTION_LETTERS = "ABCDEFGH"
+TASKS = ("tg", "dtg", "vhd", "gvqa", "tal")  # docs/formats.md: the task ids
+OPTION_LETTERS = "ABCDEFGH"  # options are lettered A, B, ... in order
+THINK_MODES = ("optional", "required", "forbidden")  # docs/rewards.md: whether <think> may / must / must not appear
+# (min, max) ground-truth segments per task (None: unbounded)
+_SEGMENT_COUNTS = {"tg": (1, 1), "dtg": (1, None), "vhd": (1, None), "gvqa": (1, None), "tal": (0, None)}
 REQUIRED_FIELDS = ("id", "task", "video", "duration", "segments", "source")
 TASK_FIELDS = {
     "tg": ("query",),
@@ -202,8 +207,65 @@ def clean_text(value: Any, report: Report, loc: str, field: str) -> str | None:
     return " ".join(value.split())
 
 
+def _real(x: Any) -> bool:
+    """An int or float (numpy's included), not a bool."""
+    return type(x) in (int, float) or (isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool))
+
+
+def check_ground_truth(
+    sample: Mapping[str, Any], *, as_released: bool = False
+) -> tuple[str, float, list[tuple[float, float]]]:
+    """The ground-truth rules every reader of samples shares: converters and the stream (``validate_sample``),
+    the rewards (``tempr1_jax.rewards.check_sample``) and the metrics (``tempr1_jax.scoring``).
+
+    ``task`` is one of ``TASKS``; ``duration`` a finite number of seconds > 0; ``segments`` a list of finite
+    ``[start, end]`` pairs with ``0 <= start <= end`` (an end past the duration is allowed here: the rewards clip
+    it, the metrics score the dataset's own segments), as many as the task takes (tg exactly one, tal any number,
+    the others at least one); gvqa has an ``answer`` letter among its options. Returns (task, duration in s,
+    segments as float pairs in s); raises ``ValueError("field 'NAME': ...")`` naming the first bad field.
+    ``as_released=True`` accepts ground truth as benchmarks release it, which the metrics score against: any
+    finite ``start <= end`` (NExT-GQA test has starts < 0) and several windows for tg (alternatives of several
+    annotators, e.g. DiDeMo; the best one counts).
+    """
+    if not isinstance(sample, Mapping):
+        raise ValueError(f"expected a JSON object (mapping), got {type(sample).__name__}")
+    task = sample.get("task")
+    if task not in TASKS:
+        raise ValueError(f"field 'task': {task!r} is not one of {', '.join(TASKS)}")
+    d = sample.get("duration")
+    if not _real(d) or not math.isfinite(d) or d <= 0:
+        raise ValueError(f"field 'duration': must be a finite number of seconds > 0, got {d!r}")
+    raw = sample.get("segments")
+    if not isinstance(raw, (list, tuple)):
+        raise ValueError(f"field 'segments': must be a list of [start, end] pairs, got {raw!r}")
+    segs = []
+    for i, seg in enumerate(raw):
+        if not (isinstance(seg, (list, tuple)) and len(seg) == 2 and _real(seg[0]) and _real(seg[1])):
+            raise ValueError(f"field 'segments[{i}]': {seg!r} is not a [start, end] pair of numbers")
+        start, end = float(seg[0]), float(seg[1])
+        lowest = -math.inf if as_released else 0.0
+        if not lowest <= start <= end < math.inf or start == -math.inf:  # NaN fails every comparison
+            rule = "start <= end" if as_released else "0 <= start <= end"
+            raise ValueError(f"field 'segments[{i}]': [{start!r}, {end!r}] breaks finite {rule}")
+        segs.append((start, end))
+    lo, hi = _SEGMENT_COUNTS[task]
+    hi = None if as_released else hi
+    if len(segs) < lo or (hi is not None and len(segs) > hi):
+        want = f"exactly {lo}" if lo == hi else f"at least {lo}"
+        raise ValueError(f"field 'segments': task {task} needs {want} segment(s), got {len(segs)}")
+    if task == "gvqa":
+        answer, options = sample.get("answer"), sample.get("options")
+        n = len(options) if isinstance(options, (list, tuple)) else len(OPTION_LETTERS)
+        letters = OPTION_LETTERS[: max(n, 1)]
+        if not (isinstance(answer, str) and len(answer) == 1 and answer in letters):
+            raise ValueError(f"field 'answer': {answer!r} is not an option letter {letters[0]}-{letters[-1]}")
+    return task, float(d), segs
+
+
 def validate_sample(sample: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` naming the field if ``sample`` breaks the schema (see the module docstring)."""
+    """Raise ``ValueError`` naming the field if ``sample`` breaks the schema (see the module docstring): the
+    shared ground-truth rules (``check_ground_truth``), the required fields of its task, and segments within
+    the duration (what a converter writes)."""
     if not isinstance(sample, Mapping):
         raise ValueError(f"sample is a {type(sample).__name__}, not a JSON object")
     for f in REQUIRED_FIELDS:
@@ -212,29 +274,10 @@ def validate_sample(sample: Mapping[str, Any]) -> None:
     for f in ("id", "video", "source"):
         if not isinstance(sample[f], str) or not sample[f]:
             raise ValueError(f"field {f!r}: {sample[f]!r} is not a non-empty string")
-    task = sample["task"]
-    if task not in TASKS:
-        raise ValueError(f"field 'task': {task!r} is not one of {TASKS}")
-    d = sample["duration"]
-    if isinstance(d, bool) or not isinstance(d, (int, float)) or not math.isfinite(d) or d <= 0:
-        raise ValueError(f"field 'duration': {d!r} is not a positive number of seconds")
-    segs = sample["segments"]
-    if not isinstance(segs, list):
-        raise ValueError(f"field 'segments': {segs!r} is not a list")
-    for i, seg in enumerate(segs):
-        ok = (
-            isinstance(seg, (list, tuple))
-            and len(seg) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in seg)
-        )
-        if not ok:
-            raise ValueError(f"field 'segments[{i}]': {seg!r} is not a [start, end] pair of numbers")
-        if not 0 <= seg[0] <= seg[1] <= d + 1e-6:
-            raise ValueError(f"field 'segments[{i}]': {list(seg)} is not within 0 <= start <= end <= {d}")
-    if task != "tal" and not segs:
-        raise ValueError(f"field 'segments': task {task} needs at least one segment")
-    if task == "tg" and len(segs) != 1:
-        raise ValueError(f"field 'segments': task tg needs exactly one segment, got {len(segs)}")
+    task, d, segs = check_ground_truth(sample)
+    for i, (_, end) in enumerate(segs):
+        if end > d + 1e-6:
+            raise ValueError(f"field 'segments[{i}]': end {end!r} > duration {d!r}")
     for f in TASK_FIELDS[task]:
         if f not in sample:
             raise ValueError(f"field {f!r} is missing (required for task {task})")
@@ -257,9 +300,6 @@ def validate_sample(sample: Mapping[str, Any]) -> None:
             or not all(isinstance(x, str) for x in opts)
         ):
             raise ValueError(f"field 'options': needs a list of 2..{len(OPTION_LETTERS)} strings")
-        letters = OPTION_LETTERS[: len(opts)]
-        if not isinstance(sample["answer"], str) or sample["answer"] not in letters or not sample["answer"]:
-            raise ValueError(f"field 'answer': {sample['answer']!r} is not one of the letters {letters}")
 
 
 def _check_str(sample: Mapping[str, Any], field: str) -> None:

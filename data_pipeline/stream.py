@@ -11,7 +11,7 @@ a shuffle buffer and a position is all a resume needs):
 1. Samples are read and validated, joined to their video's index entry (videos missing from the frames index
    are reported and skipped, or an error with ``missing_videos="error"``), and tokenized once: prompt ids with
    one ``<|video_pad|>``. Each sample's frame count, resize target, visual token count and prompt length are
-   computed from the index alone (Qwen2.5-VL's budget rule from ``tempr1_jax.models.qwen25vl.preprocess``), so
+   computed from the index alone (Qwen2.5-VL's budget rule, ``data_pipeline.vision``), so
    buckets are checked before anything is decoded.
 2. A global order of positions ``g = 0, 1, ...`` is a pure function of the seed: with ``task_weights`` each
    position draws its task with those weights and takes the next sample of that task's own permutation
@@ -22,11 +22,12 @@ a shuffle buffer and a position is all a resume needs):
 4. tf.data, per sample in parallel (``num_parallel_calls``, deterministic order): read the video's record
    (ranged read of its shard via ``tf.io.gfile``-compatible I/O, or TFDS random access), keep the frames for
    the configured fps / cap, decode JPEG (with libjpeg DCT down-scaling when the target is at least 2x
-   smaller), resize to the token budget (antialiased bicubic), patchify (the model room's ``patchify_video``),
+   smaller), resize to the token budget (antialiased bicubic), patchify (``data_pipeline.vision.patchify_video``),
    expand the prompt's video placeholder and pad everything to its batch's bucket; then batch and prefetch a
    bounded number of batches.
 
-Batch keys (B = batch_size, L = prompt bucket, N = vision bucket in 14x14x2 patches, M = max_segments):
+A batch is a ``Batch``, a NamedTuple of numpy arrays (B = batch_size, L = prompt bucket, N = vision bucket in
+14x14x2 patches, M = max_segments):
 
     input_ids int32 [B, L] (left-padded with the pad token), attention_mask int32 [B, L]
     pixel_values float32 [B, N, 1176], pixel_mask bool [B, N]
@@ -49,19 +50,74 @@ import math
 import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import ml_collections
 import numpy as np
 
 from data_pipeline import fileio, frames, records, schema
+from data_pipeline import vision as qpre
 from data_pipeline.prompts import PromptEncoder, expand_video_pad
-from tempr1_jax.models.qwen25vl import preprocess as qpre
 
 log = logging.getLogger(__name__)
 
 PATCH_DIM = qpre.PATCH_DIM
 _CHUNK = 1 << 16  # positions per RNG chunk of the task draw
+
+
+class Batch(NamedTuple):
+    """One batch of the stream: numpy arrays with the rows first (see the module docstring for the units).
+
+    tf.data carries this structure as it is, so the dataset's signature is these fields.
+    """
+
+    input_ids: np.ndarray  # int32 [B, L] left-padded with the pad token
+    attention_mask: np.ndarray  # int32 [B, L]
+    pixel_values: np.ndarray  # float32 [B, N, 1176]
+    pixel_mask: np.ndarray  # bool [B, N]
+    grid_thw: np.ndarray  # int32 [B, 3]
+    second_per_grid_ts: np.ndarray  # float32 [B]
+    num_video_tokens: np.ndarray  # int32 [B]
+    sample_mask: np.ndarray  # bool [B]: False for padding copies at the end of a single pass
+    segments: np.ndarray  # float32 [B, M, 2] seconds
+    segments_mask: np.ndarray  # bool [B, M]
+    duration: np.ndarray  # float32 [B] seconds
+    task_id: np.ndarray  # int32 [B], index in schema.TASKS
+    answer: np.ndarray  # int32 [B], gvqa letter index, else -1
+    id: np.ndarray  # bytes [B]
+    task: np.ndarray  # bytes [B]
+    video: np.ndarray  # bytes [B]
+    sample_json: np.ndarray  # bytes [B], the whole sample record (for the rewards)
+    position: np.ndarray  # int64 [B], global stream position
+    index: np.ndarray  # int64 [B], row in the stream's sample list
+
+
+class _Prepared(NamedTuple):
+    """The host-side part of one sample (``Stream._prepare``, run by ``tf.numpy_function``)."""
+
+    jpegs: Any  # bytes [T], the selected frames' JPEGs
+    times: Any  # float32 [T] seconds
+    hw: Any  # int32 [2], resize target
+    ratio: Any  # int32 [], JPEG DCT down-scaling ratio
+    input_ids: Any  # int32 [L]
+    attention_mask: Any  # int32 [L]
+    segments: Any  # float32 [M, 2]
+    segments_mask: Any  # bool [M]
+    duration: Any  # float32 []
+    task_id: Any  # int32 []
+    answer: Any  # int32 []
+    num_video_tokens: Any  # int32 []
+    id: Any  # bytes []
+    task: Any  # bytes []
+    video: Any  # bytes []
+    sample_json: Any  # bytes []
+
+
+# The dtypes of _Prepared's fields, as an instance of it (so the two cannot drift apart).
+_PREPARED_DTYPES = _Prepared(
+    "string", "float32", "int32", "int32", "int32", "int32", "float32", "bool", "float32", "int32", "int32",
+    "int32", "string", "string", "string", "string",
+)  # fmt: skip
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -93,7 +149,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.num_parallel_calls = 2  # samples prepared concurrently
     c.prefetch_batches = 2  # batches prepared ahead (bounded host memory)
     c.jpeg_dct_scaling = True  # decode JPEG at 1/2, 1/4, 1/8 scale when the target is that much smaller
-    c.resize = "tf"  # tf (tf.image bicubic + antialias) | numpy (the model room's resize_frames)
+    c.resize = "tf"  # tf (tf.image bicubic + antialias) | numpy (data_pipeline.vision.resize_frames)
     return c
 
 
@@ -245,7 +301,25 @@ class Stream:
                 f"config.vision_buckets must be multiples of 4 patches, got {self.vision_buckets}"
             )
 
-        # 1. Samples and their videos.
+        self._read_samples()  # 1. samples and their videos
+        self._encode_prompts(tokenizer)  # 2. tokenizer and prompts
+        self._plan_sizes()  # 3. per-sample sizes from the index (no decoding)
+        self._mix()  # 4. mixing
+        # 5. Resume point.
+        self._position0 = self._position = 0
+        self._iter: Iterator | None = None
+        if state is not None:
+            self.restore(state)
+        _LIVE.add(self)
+        self.num_samples = len(self.samples)
+        self.samples_per_task = {t: int(len(self.by_task[k])) for k, t in enumerate(schema.TASKS)}
+
+    # ------------------------------------------------------------------------------------------------
+    # Construction steps
+
+    def _read_samples(self) -> None:
+        """Samples (validated) joined to their videos in the frames index (or the TFDS dataset)."""
+        c = self.config
         if c.tfds_name:
             self.source = _TfdsSource(c.tfds_name, c.tfds_data_dir, c.tfds_split)
             samples = self.source.samples
@@ -269,7 +343,9 @@ class Stream:
         if not self.samples:
             raise ValueError("no sample left: none of the samples' videos is in the frames index")
 
-        # 2. Tokenizer and prompts.
+    def _encode_prompts(self, tokenizer: Any) -> None:
+        """The tokenizer (``config.tokenizer`` when not given) and every sample's prompt ids, tokenized once."""
+        c = self.config
         if tokenizer is None:
             if not c.tokenizer:
                 raise ValueError("config.tokenizer is empty: give a tokenizer directory")
@@ -286,7 +362,9 @@ class Stream:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.prompts = self.encoder.encode_many(self.samples)
 
-        # 3. Per-sample sizes from the index (no decoding).
+    def _plan_sizes(self) -> None:
+        """Frames, resize target, patches, visual tokens and prompt length per sample; checked against the buckets."""
+        c = self.config
         n = len(self.samples)
         self.n_frames = np.zeros(n, np.int64)
         self.target_hw = np.zeros((n, 2), np.int64)
@@ -325,7 +403,9 @@ class Stream:
                 f"{c.max_segments}"
             )
 
-        # 4. Mixing.
+    def _mix(self) -> None:
+        """Task mixing (``config.task_weights``) and the stream's fingerprint."""
+        c = self.config
         self.task_of = np.array([schema.TASKS.index(s["task"]) for s in self.samples], np.int64)
         self.by_task = [np.flatnonzero(self.task_of == t) for t in range(len(schema.TASKS))]
         weights = dict(c.task_weights.items()) if c.task_weights else {}
@@ -356,21 +436,6 @@ class Stream:
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
         self._chunk_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
-
-        # 5. Resume point.
-        self._position0 = 0
-        if state is not None:
-            if state.get("fingerprint") != self.fingerprint:
-                raise ValueError(
-                    "stream state belongs to another dataset / seed / mixing (fingerprint "
-                    f"{state.get('fingerprint')} != {self.fingerprint}); start without a state"
-                )
-            self._position0 = int(state["position"])
-        self._position = self._position0
-        self._iter: Iterator | None = None
-        _LIVE.add(self)
-        self.num_samples = len(self.samples)
-        self.samples_per_task = {t: int(len(self.by_task[k])) for k, t in enumerate(schema.TASKS)}
 
     # ------------------------------------------------------------------------------------------------
     # Sizes
@@ -505,27 +570,27 @@ class Stream:
             segs[: len(s["segments"])] = np.asarray(s["segments"], np.float32)
             seg_mask[: len(s["segments"])] = True
         h, w = self.target_hw[index]
-        return (
-            jp,
-            t_sel,
-            np.array([h, w], np.int32),
-            np.int32(self.ratio[index]),
-            input_ids,
-            attn,
-            segs,
-            seg_mask,
-            np.float32(s["duration"]),
-            np.int32(self.task_of[index]),
-            np.int32(schema.answer_index(s)),
-            np.int32(self.n_tokens[index]),
-            s["id"].encode(),
-            s["task"].encode(),
-            s["video"].encode(),
-            schema.dumps(s).encode(),
+        return _Prepared(
+            jpegs=jp,
+            times=t_sel,
+            hw=np.array([h, w], np.int32),
+            ratio=np.int32(self.ratio[index]),
+            input_ids=input_ids,
+            attention_mask=attn,
+            segments=segs,
+            segments_mask=seg_mask,
+            duration=np.float32(s["duration"]),
+            task_id=np.int32(self.task_of[index]),
+            answer=np.int32(schema.answer_index(s)),
+            num_video_tokens=np.int32(self.n_tokens[index]),
+            id=s["id"].encode(),
+            task=s["task"].encode(),
+            video=s["video"].encode(),
+            sample_json=schema.dumps(s).encode(),
         )
 
     def _patchify(self, frames_u8: np.ndarray, times: np.ndarray, hw: np.ndarray, N: int):
-        """Resize (numpy path) + the model room's patchify + padding to ``N`` patches."""
+        """Resize (numpy path) + Qwen2.5-VL's patchify + padding to ``N`` patches."""
         if self.config.resize == "numpy":
             frames_u8 = qpre.resize_frames(frames_u8, int(hw[0]), int(hw[1]))
         fps = None
@@ -561,84 +626,49 @@ class Stream:
         idx = tf.cast(tf.math.log(tf.cast(ratio, tf.float32)) / math.log(2.0) + 0.5, tf.int32)
         return tf.switch_case(idx, [dec(1), dec(2), dec(4), dec(8)])
 
-    def _load(self, elem):
+    def _load(self, elem) -> Batch:
         tf = self.tf
         L, N = elem["L"], elem["N"]
         out = tf.numpy_function(
             lambda i, v, ll, nn: self._prepare(int(i), bool(v), int(ll), int(nn)),
             [elem["index"], elem["valid"], L, N],
-            [
-                tf.string,
-                tf.float32,
-                tf.int32,
-                tf.int32,
-                tf.int32,
-                tf.int32,
-                tf.float32,
-                tf.bool,
-                tf.float32,
-                tf.int32,
-                tf.int32,
-                tf.int32,
-                tf.string,
-                tf.string,
-                tf.string,
-                tf.string,
-            ],
+            [tf.as_dtype(d) for d in _PREPARED_DTYPES],
             stateful=False,
         )
-        (
-            jpegs,
-            times,
-            hw,
-            ratio,
-            input_ids,
-            attn,
-            segs,
-            seg_mask,
-            duration,
-            task_id,
-            answer,
-            n_tokens,
-            sid,
-            task,
-            video,
-            sjson,
-        ) = out
-        jpegs.set_shape([None])
-        hw.set_shape([2])
-        imgs = self._decode(jpegs, hw, ratio)
+        p = _Prepared(*out)
+        p.jpegs.set_shape([None])
+        p.hw.set_shape([2])
+        imgs = self._decode(p.jpegs, p.hw, p.ratio)
         pix, grid, spg = tf.numpy_function(
             lambda f, t, s, nn: self._patchify(f, t, s, int(nn)),
-            [imgs, times, hw, N],
+            [imgs, p.times, p.hw, N],
             [tf.float32, tf.int32, tf.float32],
             stateful=False,
         )
         pix.set_shape([None, PATCH_DIM])
         grid.set_shape([3])
-        n_patch = tf.reduce_prod(grid)
         M = self.config.max_segments
-        return {
-            "input_ids": tf.ensure_shape(input_ids, [None]),
-            "attention_mask": tf.ensure_shape(attn, [None]),
-            "pixel_values": pix,
-            "pixel_mask": tf.range(N) < n_patch,
-            "grid_thw": grid,
-            "second_per_grid_ts": tf.ensure_shape(spg, []),
-            "num_video_tokens": tf.ensure_shape(n_tokens, []),
-            "sample_mask": elem["valid"],
-            "segments": tf.ensure_shape(segs, [M, 2]),
-            "segments_mask": tf.ensure_shape(seg_mask, [M]),
-            "duration": tf.ensure_shape(duration, []),
-            "task_id": tf.ensure_shape(task_id, []),
-            "answer": tf.ensure_shape(answer, []),
-            "id": tf.ensure_shape(sid, []),
-            "task": tf.ensure_shape(task, []),
-            "video": tf.ensure_shape(video, []),
-            "sample_json": tf.ensure_shape(sjson, []),
-            "position": elem["position"],
-            "index": elem["index"],
-        }
+        return Batch(
+            input_ids=tf.ensure_shape(p.input_ids, [None]),
+            attention_mask=tf.ensure_shape(p.attention_mask, [None]),
+            pixel_values=pix,
+            pixel_mask=tf.range(N) < tf.reduce_prod(grid),
+            grid_thw=grid,
+            second_per_grid_ts=tf.ensure_shape(spg, []),
+            num_video_tokens=tf.ensure_shape(p.num_video_tokens, []),
+            sample_mask=elem["valid"],
+            segments=tf.ensure_shape(p.segments, [M, 2]),
+            segments_mask=tf.ensure_shape(p.segments_mask, [M]),
+            duration=tf.ensure_shape(p.duration, []),
+            task_id=tf.ensure_shape(p.task_id, []),
+            answer=tf.ensure_shape(p.answer, []),
+            id=tf.ensure_shape(p.id, []),
+            task=tf.ensure_shape(p.task, []),
+            video=tf.ensure_shape(p.video, []),
+            sample_json=tf.ensure_shape(p.sample_json, []),
+            position=elem["position"],
+            index=elem["index"],
+        )
 
     # ------------------------------------------------------------------------------------------------
     # The dataset
@@ -684,13 +714,13 @@ class Stream:
             self._iter = self.dataset().as_numpy_iterator()
         return self
 
-    def __next__(self) -> dict[str, np.ndarray]:
+    def __next__(self) -> Batch:
         if self._iter is None:
             iter(self)
         batch = next(self._iter)
         # Every host consumes the same local indices in lockstep: after local index j the global stream has
         # consumed positions < (j + 1) * P.
-        last = int(batch["position"][-1])
+        last = int(batch.position[-1])
         self._position = ((last - self.process_index) // self.process_count + 1) * self.process_count
         return batch
 
@@ -708,6 +738,18 @@ class Stream:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from a saved ``state()`` (before the first batch is drawn): the same dataset, seed and mixing
+        (checked by fingerprint), resumed at its position."""
+        if self._iter is not None:
+            raise ValueError("stream.restore: the stream has already started; restore before the first batch")
+        if state.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                "stream state belongs to another dataset / seed / mixing (fingerprint "
+                f"{state.get('fingerprint')} != {self.fingerprint}); start without a state"
+            )
+        self._position0 = self._position = int(state["position"])
 
     def state(self) -> dict[str, Any]:
         """Resume point after the batches handed out so far (global positions, valid across host counts)."""
@@ -737,11 +779,11 @@ def make_stream(
     )
 
 
-def batch_samples(batch: Mapping[str, np.ndarray], *, valid_only: bool = True) -> list[dict[str, Any]]:
+def batch_samples(batch: Batch, *, valid_only: bool = True) -> list[dict[str, Any]]:
     """The sample records of a batch (for ``tempr1_jax.rewards.compute_rewards``), padding rows dropped."""
     out = []
-    for j, raw in enumerate(batch["sample_json"]):
-        if valid_only and not bool(batch["sample_mask"][j]):
+    for j, raw in enumerate(batch.sample_json):
+        if valid_only and not bool(batch.sample_mask[j]):
             continue
         out.append(json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw))
     return out

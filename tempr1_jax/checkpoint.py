@@ -29,7 +29,6 @@ Typical loop (see README):
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -42,7 +41,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from tempr1_jax import trainer
+from tempr1_jax import sharding, trainer
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +68,16 @@ def _decode(obj: Any) -> Any:
     return obj
 
 
-def _gather_json(obj: Any) -> list[Any]:
-    """Every process's JSON-able ``obj``, in process order (an all-gather of the encoded bytes)."""
+def _gather_positions(obj: Any) -> list[Any]:
+    """Every process's data position (``sharding.gather_json`` of its encoded form), in process order."""
     try:
-        raw = json.dumps(_encode(obj), sort_keys=True, allow_nan=True).encode()
+        return sharding.gather_json(_encode(obj))
     except (TypeError, ValueError) as e:
         raise ValueError(
             f"checkpoint: the data stream position must be JSON-serializable (dicts with str keys, lists, "
             f"str, numbers, numpy arrays): "
             f"{e}"
         ) from None
-    if jax.process_count() == 1:
-        return [json.loads(raw)]
-    lengths = np.asarray(multihost_utils.process_allgather(np.array([len(raw)], np.int32))).reshape(-1)
-    buf = np.zeros(int(lengths.max()), np.uint8)
-    buf[: len(raw)] = np.frombuffer(raw, np.uint8)
-    rows = np.asarray(multihost_utils.process_allgather(buf)).reshape(len(lengths), -1)
-    return [json.loads(bytes(rows[i, : lengths[i]]).decode()) for i in range(len(lengths))]
 
 
 class Checkpointer:
@@ -143,7 +135,7 @@ class Checkpointer:
             return False
         if not trainer.params_finite(state.params):
             raise FloatingPointError(f"checkpoint: refusing to save step {step}: the params are not finite")
-        positions = _gather_json(data_position)
+        positions = _gather_positions(data_position)
         data = {
             "positions": positions,
             "process_count": jax.process_count(),

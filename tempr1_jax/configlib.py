@@ -19,7 +19,10 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from tempr1_jax import grpo, sharding
+from data_pipeline.schema import THINK_MODES
+from tempr1_jax import grpo, rewards, sharding, trainer, warmup
+from tempr1_jax.metrics import RULE_CHOICES
+from tempr1_jax.models.qwen25vl import config as qconfig
 
 
 class ConfigError(ValueError):
@@ -129,10 +132,26 @@ def parse_flags(
     return fv
 
 
-def parse_flags_or_exit(argv: Sequence[str] | None = None, **kw: object) -> flags.FlagValues:
-    """``parse_flags`` for a ``main``: on a bad command line prints ``error: <reason>`` and exits 2."""
+USAGE = """usage: python -m {prog} --config configs/NAME.py[:ARG] [--config.KEY=VALUE ...] [--workdir DIR]
+
+  --config FILE[:ARG]   an ml_collections config file (get_config(ARG)): configs/demo.py, configs/tempr1_7b.py...
+  --config.KEY=VALUE    override any key of the config, typed by its value there (e.g. --config.grpo.beta=0);
+                        the keys and their sources are in configs/base.py
+  --workdir DIR         checkpoints, logs, metrics.jsonl, TensorBoard (default: workdir/<config file stem>)
+"""
+
+
+def parse_flags_or_exit(
+    argv: Sequence[str] | None = None, *, prog: str = "tempr1_jax.train", **kw: object
+) -> flags.FlagValues:
+    """``parse_flags`` for a ``main``: on a bad command line prints ``error: <reason>`` and exits 2; with
+    ``-h`` / ``--help`` prints the usage of ``python -m PROG`` and exits 0."""
+    argv = list(sys.argv if argv is None else argv)
+    if any(a in ("-h", "--help", "--helpfull") for a in argv[1:]):
+        print(USAGE.format(prog=prog), end="")
+        raise SystemExit(0)
     try:
-        return parse_flags(sys.argv if argv is None else argv, **kw)  # type: ignore[arg-type]
+        return parse_flags(argv, **kw)  # type: ignore[arg-type]
     except ConfigError as e:
         _die(str(e))
 
@@ -142,8 +161,8 @@ def _die(msg: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def check_config(cfg: ml_collections.ConfigDict) -> None:
-    """Checks the blocks of configs/base.py that are present; raises ConfigError naming the key."""
+def _needs(cfg: ml_collections.ConfigDict) -> Callable[[bool, str, str], None]:
+    """``need(cond, key, why)``: raise ConfigError("config.KEY=VALUE: WHY") unless cond."""
 
     def need(cond: bool, key: str, why: str) -> None:
         if not cond:
@@ -152,6 +171,19 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
                 value = value[p]
             raise ConfigError(f"config.{key}={value!r}: {why}")
 
+    return need
+
+
+def check_config(cfg: ml_collections.ConfigDict) -> None:
+    """Checks the blocks of configs/base.py that are present; raises ConfigError naming the key. The choices
+    come from the modules that implement them (one list each)."""
+    _check_run_blocks(cfg)
+    _check_model_blocks(cfg)
+
+
+def _check_run_blocks(cfg: ml_collections.ConfigDict) -> None:
+    """grpo, mesh, distributed, train, optimizer, checkpoint, logging."""
+    need = _needs(cfg)
     if "grpo" in cfg:
         try:
             grpo.GRPOConfig.from_mapping(cfg.grpo.to_dict())
@@ -163,7 +195,8 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
         except ValueError as e:
             raise ConfigError(f"config.{e}") from None
     if "distributed" in cfg:
-        need(cfg.distributed.mode in ("auto", "on", "off"), "distributed.mode", "must be auto, on or off")
+        need(cfg.distributed.mode in sharding.DISTRIBUTED_MODES, "distributed.mode",
+             f"must be one of {sharding.DISTRIBUTED_MODES}")
     if "train" in cfg:
         need(cfg.train.prompts_per_step >= 1, "train.prompts_per_step", "must be >= 1")
         need(cfg.train.micro_batches >= 1, "train.micro_batches", "must be >= 1")
@@ -179,7 +212,7 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
         need(o.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
         need(o.max_grad_norm >= 0, "optimizer.max_grad_norm", "must be >= 0 (0 disables clipping)")
         need(o.warmup_steps >= 0, "optimizer.warmup_steps", "must be >= 0")
-        need(o.decay in ("linear", "cosine", "constant"), "optimizer.decay", "must be linear/cosine/constant")
+        need(o.decay in trainer.DECAYS, "optimizer.decay", f"must be one of {trainer.DECAYS}")
         need(0 <= o.end_factor <= 1, "optimizer.end_factor", "must be in [0, 1]")
     if "checkpoint" in cfg:
         need(cfg.checkpoint.every >= 1, "checkpoint.every", "must be >= 1")
@@ -191,13 +224,19 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
     if "train" in cfg and "max_consecutive_skips" in cfg.train:
         need(cfg.train.max_consecutive_skips >= 1, "train.max_consecutive_skips", "must be >= 1")
         need(cfg.train.steps_per_run >= 0, "train.steps_per_run", "must be >= 0 (0: run to the end)")
+
+
+def _check_model_blocks(cfg: ml_collections.ConfigDict) -> None:
+    """model, rollout, eval, warmup, reward."""
+    need = _needs(cfg)
     if "model" in cfg:
         m = cfg.model
-        need(m.preset in ("", "tiny", "3b", "7b"), "model.preset", "must be '', tiny, 3b or 7b")
+        need(m.preset in ("", *qconfig.PRESETS), "model.preset", f"must be '' or one of {qconfig.PRESETS}")
         for k in ("dtype", "param_dtype"):
-            need(m[k] in ("float32", "bfloat16", "float16"), f"model.{k}", "must be float32, bfloat16 or float16")
-        need(m.remat in ("none", "full", "dots"), "model.remat", "must be none, full or dots")
-        need(m.attention_impl in (None, "xla", "cudnn"), "model.attention_impl", "must be None, xla or cudnn")
+            need(m[k] in qconfig.DTYPES, f"model.{k}", f"must be one of {qconfig.DTYPES}")
+        need(m.remat in qconfig.REMAT_POLICIES, "model.remat", f"must be one of {qconfig.REMAT_POLICIES}")
+        need(m.attention_impl in qconfig.ATTENTION_IMPLS, "model.attention_impl",
+             f"must be one of {qconfig.ATTENTION_IMPLS}")
         need(m.attention_chunk >= 0, "model.attention_chunk", "must be >= 0 (0: off)")
         need(m.logprob_chunk >= 1, "model.logprob_chunk", "must be >= 1")
     if "rollout" in cfg:
@@ -213,23 +252,22 @@ def check_config(cfg: ml_collections.ConfigDict) -> None:
         need(e.max_samples >= 0, "eval.max_samples", "must be >= 0 (0: all)")
         need(e.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1")
         need(e.temperature >= 0, "eval.temperature", "must be >= 0 (0: greedy)")
-        need(e.missing in ("zero", "skip", "error"), "eval.missing", "must be zero, skip or error")
+        need(e.missing in RULE_CHOICES["missing"], "eval.missing", f"must be one of {RULE_CHOICES['missing']}")
     if "warmup" in cfg:
         w = cfg.warmup
         need(w.steps >= 0, "warmup.steps", "must be >= 0 (0: no warm-up)")
         need(w.batch_size >= 1, "warmup.batch_size", "must be >= 1")
         need(w.learning_rate > 0, "warmup.learning_rate", "must be > 0")
         if "targets" in w:
-            need(w.targets in ("truth", "random"), "warmup.targets", "must be truth or random")
+            need(w.targets in warmup.TARGETS, "warmup.targets", f"must be one of {warmup.TARGETS}")
     if "reward" in cfg:
         r = cfg.reward
-        thinks = ("optional", "required", "forbidden")
-        need(r.think in thinks, "reward.think", "must be optional, required or forbidden")
+        need(r.think in THINK_MODES, "reward.think", f"must be one of {THINK_MODES}")
         need(r.sigma > 0, "reward.sigma", "must be > 0")
-        unknown = sorted(set(r.weights.keys()) - {"format", "localization", "answer"})
+        unknown = sorted(set(r.weights.keys()) - set(rewards.REWARD_KEYS))
         if unknown:
             raise ConfigError(
-                f"config.reward.weights: unknown key(s) {unknown}; known: answer, format, localization"
+                f"config.reward.weights: unknown key(s) {unknown}; known: {', '.join(sorted(rewards.REWARD_KEYS))}"
             )
 
 

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-TASKS = ("tg", "dtg", "vhd", "gvqa", "tal")
+from data_pipeline.schema import TASKS
+
 R1_THRESHOLDS = (0.3, 0.5, 0.7)
 # moment_detr rounds its thresholds to 2 decimals; the official ActivityNet code uses the raw linspace
 # (its 0.9 is 0.8999999999999999) and AFSD's THUMOS14 script a literal list. We use each as the original does.

@@ -3,8 +3,8 @@ training batch assembled from a rollout.
 
     prompt_inputs(cfg, stream_batch, sizer)        host (numpy): ids, mask, (B, 3, L) M-RoPE ids, per-prompt
                                                    packed video
-    assemble(prompts, rollout, rewards, ...)       device (jit): prompt + completion rows for train_step
-    make_policy_fn(graphdef, ...)                  device (jit): policy_fn(params, batch) -> (logp, entropy)
+    assemble(prompts, rollout, rewards, ...)       device (jit): prompt + completion rows, a trainer.TrainBatch
+    make_policy_fn(graphdef, ...)                  device (jit): policy_fn(params, inputs) -> (logp, entropy)
 
 Each prompt's video is packed on its own at sizes shared by the batch, so video leaves have one row per prompt
 (leading dim B / G): the vision tower runs once per prompt, in the rollout's prefill and in the update, and
@@ -22,9 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from data_pipeline.stream import Batch, Stream
 from tempr1_jax.models.qwen25vl import rope
 from tempr1_jax.models.qwen25vl.config import Qwen25VLConfig
 from tempr1_jax.models.qwen25vl.model import token_logprobs_and_entropy
+from tempr1_jax.trainer import TrainBatch
 
 Array = jax.Array
 
@@ -53,19 +55,46 @@ class VisionSizer:
         self.sizes[key] = grown
         return grown
 
+    def state(self) -> list:
+        """The high-water marks as JSON (saved with the data position: a resumed run keeps the shapes, hence the
+        compiled programs and the numerics, of the run it continues)."""
+        return [[[list(s) for s in key], dataclasses.asdict(v)] for key, v in self.sizes.items()]
 
-def prompt_inputs(cfg: Qwen25VLConfig, batch: Mapping[str, np.ndarray], sizer: VisionSizer) -> dict[str, Any]:
+    def restore(self, saved: list) -> None:
+        for key, v in saved:
+            self.sizes[tuple(tuple(s) for s in key)] = rope.VisionSizes(**v)
+
+
+def stream_sizer(cfg: Qwen25VLConfig, stream: Stream, multiples: tuple[int, int, int]) -> VisionSizer:
+    """The vision sizer of a stream, grown up front: for every batch shape the stream can produce, to the largest
+    video that can be in such a batch (from the stream's index, nothing decoded), so that no batch ever makes
+    the packed vision shapes grow, hence no recompilation after the first step. multiples: (patches, blocks,
+    frame slots), ``rope.bucket_vision_sizes``'s multiples (``config.model.vision_multiples``)."""
+    patches, blocks, frames = (int(v) for v in multiples)
+    sizer = VisionSizer(cfg, patch_multiple=patches, block_multiple=blocks, frame_multiple=frames)
+    v = cfg.vision
+    grids = np.stack([-(-stream.n_frames // v.temporal_patch_size), stream.target_hw[:, 0] // v.patch_size,
+                      stream.target_hw[:, 1] // v.patch_size], axis=1).astype(np.int64)
+    for shape in stream.bucket_shapes():
+        (b, L), (_, N, d) = shape["input_ids"], shape["pixel_values"]
+        fits = (stream.n_patches <= N) & (stream.prompt_len <= L)
+        if fits.any():
+            sizer(((int(b), int(L)), (int(b), int(N), int(d))), np.unique(grids[fits], axis=0))
+    return sizer
+
+
+def prompt_inputs(cfg: Qwen25VLConfig, batch: Batch, sizer: VisionSizer) -> dict[str, Any]:
     """A data_pipeline.stream batch -> the model's prompt inputs (numpy).
 
     Returns input_ids / attention_mask int32 [Bp, L] (left padded), position_ids int32 [Bp, 3, L] (M-RoPE,
     original Qwen rule), and vision: ``rope.pack_vision`` tables with a leading prompt dim (one packed video per
     prompt, sizes shared by the batch; a row without video gets an empty layout).
     """
-    ids = np.asarray(batch["input_ids"], np.int32)
-    mask = np.asarray(batch["attention_mask"], np.int32)
-    grids = np.asarray(batch["grid_thw"], np.int64).reshape(-1, 3)
-    spg = np.asarray(batch["second_per_grid_ts"], np.float64).reshape(-1)
-    pixels = np.asarray(batch["pixel_values"], np.float32)
+    ids = np.asarray(batch.input_ids, np.int32)
+    mask = np.asarray(batch.attention_mask, np.int32)
+    grids = np.asarray(batch.grid_thw, np.int64).reshape(-1, 3)
+    spg = np.asarray(batch.second_per_grid_ts, np.float64).reshape(-1)
+    pixels = np.asarray(batch.pixel_values, np.float32)
     has_video = grids.prod(axis=1) > 0
     pos, _ = rope.get_rope_index(cfg, ids, mask, video_grid_thw=grids[has_video],
                                  second_per_grid_ts=spg[has_video])
@@ -82,13 +111,13 @@ def vision_features_per_prompt(model: Any, vision: Mapping[str, Array]) -> Array
 
 
 def assemble(prompts: Mapping[str, Any], rollout: Mapping[str, Array], rewards: Array,
-             sample_mask: Array | None = None, *, pad_id: int) -> dict[str, Any]:
+             sample_mask: Array | None = None, *, pad_id: int, with_old_logp: bool = True) -> TrainBatch:
     """Prompt rows (Bp) + their G completions each -> the train_step batch (B = Bp * G rows, jit-compatible).
 
     Row b's completion token t sits at position L + t and has M-RoPE position max(prompt positions) + 1 + t
-    on all three axes (text after the prompt), exactly where the rollout's KV cache put it.
-    Keys: input_ids, attention_mask [B, L + T]; position_ids [B, 3, L + T]; vision (per prompt);
-    completion_tokens, completion_mask, old_logp [B, T]; rewards, sample_mask [B].
+    on all three axes (text after the prompt), exactly where the rollout's KV cache put it. The policy's
+    inputs: input_ids, attention_mask [B, L + T]; position_ids [B, 3, L + T]; vision (per prompt);
+    completion_tokens [B, T]. ``old_logp`` is the rollout's log-probs with ``with_old_logp``, else None (on-policy).
     """
     tokens, cmask = rollout["tokens"], rollout["completion_mask"]
     g = tokens.shape[0] // prompts["input_ids"].shape[0]
@@ -97,22 +126,26 @@ def assemble(prompts: Mapping[str, Any], rollout: Mapping[str, Array], rewards: 
     pos = rep(prompts["position_ids"])
     start = jnp.max(pos, axis=(1, 2)) + 1
     cpos = jnp.broadcast_to((start[:, None] + jnp.arange(t))[:, None, :], (pos.shape[0], 3, t))
-    return {
+    inputs = {
         "input_ids": jnp.concatenate([rep(prompts["input_ids"]), jnp.where(cmask, tokens, pad_id)], axis=1),
         "attention_mask": jnp.concatenate([rep(prompts["attention_mask"]), cmask.astype(jnp.int32)], axis=1),
         "position_ids": jnp.concatenate([pos, cpos.astype(pos.dtype)], axis=2),
         "vision": prompts["vision"],
         "completion_tokens": tokens,
-        "completion_mask": cmask,
-        "old_logp": rollout["logp"],
-        "rewards": jnp.asarray(rewards, jnp.float32),
-        "sample_mask": jnp.ones(tokens.shape[0], bool) if sample_mask is None else rep(sample_mask).astype(bool),
     }
+    return TrainBatch(
+        inputs=inputs,
+        completion_mask=cmask,
+        rewards=jnp.asarray(rewards, jnp.float32),
+        sample_mask=jnp.ones(tokens.shape[0], bool) if sample_mask is None else rep(sample_mask).astype(bool),
+        old_logp=rollout["logp"] if with_old_logp else None,
+    )
 
 
 def make_policy_fn(graphdef: Any, *, temperature: float = 1.0, chunk_size: int = 256
                    ) -> Callable[[Any, Mapping[str, Any]], tuple[Array, Array]]:
-    """The trainer's seam: ``policy_fn(params, batch) -> (logp [B, T], entropy [B, T])`` over completion tokens.
+    """The trainer's seam: ``policy_fn(params, inputs) -> (logp [B, T], entropy [B, T])`` over completion tokens
+    (``inputs``: ``assemble``'s ``TrainBatch.inputs``).
 
     Log-probs are of the temperature-scaled distribution the rollout sampled from, computed in chunks of
     ``chunk_size`` positions (never the full [B, T, V] fp32 logits at once). The vision tower runs once per

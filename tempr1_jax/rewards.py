@@ -1,4 +1,4 @@
-"""TempR1's rule-based rewards (SPEC sections 1-4): host parsing, jitted and vmapped scoring.
+"""TempR1's rule-based rewards (docs/rewards.md): host parsing, jitted and vmapped scoring.
 
 Completions are untrusted text. They are parsed on the host by plain Python that never raises, packed into
 padded float32 arrays with boolean masks at bucketed shapes, and scored by pure, jit-compatible array
@@ -9,7 +9,8 @@ functions batched with ``vmap``:
     many_to_many  tal        count reward + F1 of the order-preserving matching (DP over sorted lists)
 
 ``compute_rewards(completions, samples)`` is the whole path (parse + score). Times are seconds. This module
-imports only numpy and jax (no TensorFlow, Flax or transformers), so it can be used on its own:
+imports only numpy, jax and the sample rules of ``data_pipeline.schema`` (stdlib + numpy): no TensorFlow, Flax
+or transformers, so it can be used on its own:
 
     python -m tempr1_jax.rewards --completions COMP.jsonl --samples SAMPLES.jsonl [--output FILE]
 """
@@ -31,14 +32,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipeline.schema import OPTION_LETTERS, THINK_MODES, check_ground_truth
+from data_pipeline.schema import TASKS as TASK_IDS
+
 # --------------------------------------------------------------------------------------------------------
 # The task table: one row per task. Adding a task is adding a row.
 # --------------------------------------------------------------------------------------------------------
 
 TAGS = ("<think>", "</think>", "<answer>", "</answer>", "<evidence>", "</evidence>")
-THINK_MODES = ("optional", "required", "forbidden")
 REWARD_KEYS = ("format", "localization", "answer")
-LETTERS = "ABCDEFGH"
+LETTERS = OPTION_LETTERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,24 +53,23 @@ class TaskRule:
       completion template is ``[think] answer evidence`` and the evidence block is required).
     answer_rule: None, or "letter": the answer block holds an option letter scored by the answer reward.
     count_ok: (n_pred, n_gt) -> whether the format reward accepts that many predicted intervals.
-    min_gt, max_gt: how many ground-truth segments a valid sample has (max_gt None: unbounded).
+    (How many ground-truth segments a valid sample has is a sample rule: ``data_pipeline.schema``.)
     """
 
     localization: str
     intervals_block: str
     answer_rule: str | None
     count_ok: Callable[[int, int], bool]
-    min_gt: int
-    max_gt: int | None
 
 
 TASKS: dict[str, TaskRule] = {
-    "tg": TaskRule("one_to_one", "answer", None, lambda p, g: p == 1, min_gt=1, max_gt=1),
-    "dtg": TaskRule("one_to_one", "answer", None, lambda p, g: p == g, min_gt=1, max_gt=None),
-    "vhd": TaskRule("many_to_one", "answer", None, lambda p, g: p >= 1, min_gt=1, max_gt=None),
-    "gvqa": TaskRule("many_to_one", "evidence", "letter", lambda p, g: p >= 1, min_gt=1, max_gt=None),
-    "tal": TaskRule("many_to_many", "answer", None, lambda p, g: True, min_gt=0, max_gt=None),
+    "tg": TaskRule("one_to_one", "answer", None, lambda p, g: p == 1),
+    "dtg": TaskRule("one_to_one", "answer", None, lambda p, g: p == g),
+    "vhd": TaskRule("many_to_one", "answer", None, lambda p, g: p >= 1),
+    "gvqa": TaskRule("many_to_one", "evidence", "letter", lambda p, g: p >= 1),
+    "tal": TaskRule("many_to_many", "answer", None, lambda p, g: True),
 }
+assert tuple(TASKS) == TASK_IDS, "one rule per task id of data_pipeline.schema.TASKS"
 
 # --------------------------------------------------------------------------------------------------------
 # Host side: samples and completions -> numbers. Nothing here touches JAX.
@@ -123,37 +125,14 @@ class Ragged(NamedTuple):
         return None if self.counts[b] < 0 else self.values[self.offsets[b]: self.offsets[b] + self.counts[b]]
 
 
-_REAL_TYPES = frozenset({int, float})
-_PAIR_TYPES = frozenset({list, tuple})
-
-
 def _is_real(x: object) -> bool:
-    return type(x) in _REAL_TYPES or (
+    return type(x) in (int, float) or (
         isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_)))
 
 
-def _segments(segments: object, duration: float, where: str) -> Intervals:
-    """A sample's ``segments`` validated (0 <= start <= end, finite) and clipped to [0, duration]."""
-    if isinstance(segments, (str, bytes)) or not isinstance(segments, (Sequence, np.ndarray)):
-        raise ValueError(f"{where}: field 'segments' must be a list of [start, end] pairs, got {segments!r}")
-    out = []
-    for k, seg in enumerate(segments):
-        if type(seg) in _PAIR_TYPES and len(seg) == 2 and type(seg[0]) in _REAL_TYPES and type(seg[1]) in _REAL_TYPES:
-            start, end = seg  # the common case, checked without isinstance
-        elif isinstance(seg, (str, bytes)) or not isinstance(seg, (Sequence, np.ndarray)) or len(seg) != 2 \
-                or not (_is_real(seg[0]) and _is_real(seg[1])):
-            raise ValueError(f"{where}: field 'segments' item {k} must be [start, end] seconds, got {seg!r}")
-        else:
-            start, end = float(seg[0]), float(seg[1])
-        if not 0 <= start <= end < math.inf:  # NaN fails every comparison
-            raise ValueError(f"{where}: field 'segments' item {k} is [{float(start)}, {float(end)}]; "
-                             "need finite 0 <= start <= end")
-        out.append((float(min(start, duration)), float(min(end, duration))))
-    return out
-
-
 def check_sample(sample: Mapping, index: int | None = None) -> GroundTruth:
-    """Validates one sample mapping (SPEC section 4) and returns its ground truth.
+    """Validates one sample mapping (``data_pipeline.schema.check_ground_truth``: the rules every reader of samples
+    shares) and returns its ground truth.
 
     Ground-truth segments are clipped to [0, duration] like predictions, so copying the ground truth back as a
     completion scores the maximum. Raises ValueError naming the sample, field and value on a malformed sample.
@@ -163,28 +142,14 @@ def check_sample(sample: Mapping, index: int | None = None) -> GroundTruth:
         raise ValueError(f"{where}: expected a mapping, got {type(sample).__name__}")
     if "id" in sample:
         where += f" (id {sample['id']!r})"
-    task = sample.get("task")
-    if task not in TASKS:
-        raise ValueError(f"{where}: field 'task' is {task!r}; expected one of {sorted(TASKS)}")
+    try:
+        task, duration, segs = check_ground_truth(sample)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
     rule = TASKS[task]
-    duration = sample.get("duration")
-    if not _is_real(duration) or not math.isfinite(duration) or duration <= 0:
-        raise ValueError(f"{where}: field 'duration' must be a finite number of seconds > 0, got {duration!r}")
-    segs = _segments(sample.get("segments"), float(duration), where)
-    n = len(segs)
-    if n < rule.min_gt or (rule.max_gt is not None and n > rule.max_gt):
-        want = f"exactly {rule.min_gt}" if rule.min_gt == rule.max_gt else f"at least {rule.min_gt}"
-        raise ValueError(f"{where}: task {task!r} needs {want} segment(s) in field 'segments', got {n}")
-    answer = None
-    if rule.answer_rule == "letter":
-        answer = sample.get("answer")
-        options = sample.get("options")
-        n_opt = len(options) if isinstance(options, Sequence) and not isinstance(options, str) else None
-        letters = LETTERS[: n_opt or len(LETTERS)]
-        if not (isinstance(answer, str) and len(answer) == 1 and answer in letters):
-            raise ValueError(f"{where}: field 'answer' must be an option letter {letters[0]}-{letters[-1]}, "
-                             f"got {answer!r}")
-    return GroundTruth(task, rule, float(duration), segs, answer)
+    segs = [(min(s, duration), min(e, duration)) for s, e in segs]
+    answer = sample["answer"] if rule.answer_rule == "letter" else None
+    return GroundTruth(task, rule, duration, segs, answer)
 
 
 def _last_block(text: str, tag: str) -> str | None:

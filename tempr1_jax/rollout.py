@@ -10,6 +10,9 @@ prompt bucket, G and max_new_tokens fix them, so a bucket compiles once.
     out["tokens"] int32 [Bp * G, T]; out["completion_mask"] bool [Bp * G, T] (up to and including EOS);
     out["logp"] f32 [Bp * G, T]: log-prob of each sampled token under the temperature-scaled distribution
     (what TRL calls the old log-probs); out["steps"]: decode steps taken.
+
+``Sampler`` wraps it for the loop: a stream batch (this host's prompts) in, the completions on the mesh and on
+this host out; ``agree_across_hosts`` makes every process build arrays of one global shape.
 """
 
 from __future__ import annotations
@@ -20,8 +23,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
+from data_pipeline.stream import Batch
+from tempr1_jax import policy, sharding
 from tempr1_jax.policy import vision_features_per_prompt
 
 Array = jax.Array
@@ -119,3 +126,73 @@ def make_generate(graphdef: Any, cfg: SamplingConfig) -> Callable[[Any, Mapping[
         return {"tokens": tokens, "completion_mask": mask, "logp": jnp.where(mask, logp, 0.0), "steps": t}
 
     return generate
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The host side: stream batches in, completions out
+# ----------------------------------------------------------------------------------------------------------
+
+
+def sampling_config(r: Any, group_size: int, eos_ids: Any, tokenizer: Any, *, temperature: float | None = None,
+                    max_new_tokens: int | None = None) -> SamplingConfig:
+    """The SamplingConfig of a ``config.rollout`` block: EOS ids of the model config and the tokenizer; pad id
+    the tokenizer's (its EOS when it has none)."""
+    eos = {int(i) for i in eos_ids} | {int(tokenizer.eos_token_id)}
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return SamplingConfig(
+        group_size=group_size,
+        max_new_tokens=int(max_new_tokens or r.max_new_tokens),
+        temperature=float(r.temperature if temperature is None else temperature),
+        top_p=float(r.top_p),
+        top_k=int(r.top_k),
+        eos_ids=tuple(sorted(eos)),
+        pad_id=int(pad),
+    )
+
+
+def agree_across_hosts(batch: Batch, sizer: policy.VisionSizer, pad_id: int) -> Batch:
+    """On several processes, pad this host's batch to the largest prompt / vision bucket of all hosts and grow
+    the vision sizer with every host's videos, so that all hosts build arrays of one global shape."""
+    if jax.process_count() == 1:
+        return batch
+    ids, pix = batch.input_ids, batch.pixel_values
+    dims = np.asarray(multihost_utils.process_allgather(np.array([ids.shape[1], pix.shape[1]], np.int32)))
+    L, N = (int(v) for v in dims.reshape(-1, 2).max(0))
+    if L > ids.shape[1]:
+        extra = L - ids.shape[1]
+        batch = batch._replace(input_ids=np.pad(ids, ((0, 0), (extra, 0)), constant_values=pad_id),
+                               attention_mask=np.pad(batch.attention_mask, ((0, 0), (extra, 0))))
+    if N > pix.shape[1]:
+        batch = batch._replace(pixel_values=np.pad(pix, ((0, 0), (0, N - pix.shape[1]), (0, 0))))
+    grids = np.asarray(multihost_utils.process_allgather(np.asarray(batch.grid_thw, np.int32)))
+    grids = grids.reshape(-1, 3)
+    sizer((batch.input_ids.shape, batch.pixel_values.shape), grids[grids.prod(1) > 0])
+    return batch
+
+
+@dataclasses.dataclass
+class Rollout:
+    """One batch's completions: on the mesh (for the update) and this host's rows (for decoding)."""
+
+    prompts: dict  # the prompt inputs on the mesh (per-prompt rows)
+    device: dict  # generate's output on the mesh: tokens, completion_mask, logp [Bp * G, T]
+    tokens: np.ndarray  # this host's completion rows [b * G, T]
+    completion_mask: np.ndarray
+
+
+class Sampler:
+    """Stream batch (this host's prompts) -> G completions per prompt from ``params`` (jitted, on the mesh)."""
+
+    def __init__(self, graphdef: Any, cfg: Any, mesh: jax.sharding.Mesh, scfg: SamplingConfig) -> None:
+        self.cfg, self.scfg, self.pad_id = cfg, scfg, scfg.pad_id
+        self.batch_sh = sharding.batch_sharding(mesh)
+        self.generate = make_generate(graphdef, scfg)
+
+    def __call__(self, params: Any, batch: Batch, sizer: policy.VisionSizer, rng: jax.Array) -> Rollout:
+        batch = agree_across_hosts(batch, sizer, self.pad_id)
+        prompts = sharding.shard_batch(policy.prompt_inputs(self.cfg, batch, sizer), self.batch_sh)
+        with jax.transfer_guard("disallow"):
+            out = self.generate(params, prompts, rng)
+        tokens = sharding.host_rows(out["tokens"], self.batch_sh)
+        mask = sharding.host_rows(out["completion_mask"], self.batch_sh)
+        return Rollout(prompts, out, tokens, mask)

@@ -14,6 +14,7 @@ feeds its own rows of the global batch (``host_data_shard``) to ``shard_batch``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -23,11 +24,13 @@ from typing import Any
 import jax
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tp")
 BATCH_AXES = ("data", "fsdp")
+DISTRIBUTED_MODES = ("auto", "on", "off")  # config.distributed.mode
 
 log = logging.getLogger(__name__)
 
@@ -168,24 +171,61 @@ def host_data_shard(sharding: NamedSharding, global_batch: int) -> tuple[int, in
     return lo // local, global_batch // local
 
 
-def shard_batch(batch: Mapping[str, Any], sharding: NamedSharding) -> dict[str, jax.Array]:
+def _device_dtype(x: Any) -> np.ndarray:
+    """int64 -> int32 and float64 -> float32 (what the devices compute in); other dtypes as they are."""
+    x = np.asarray(x)
+    if x.dtype == np.int64:
+        return x.astype(np.int32)
+    if x.dtype == np.float64:
+        return x.astype(np.float32)
+    return x
+
+
+def shard_batch(tree: Any, sharding: NamedSharding) -> Any:
     """Host numpy arrays (this process's rows) -> global jax.Arrays split by ``sharding`` (batch_sharding).
 
-    Every leaf must have the batch as its leading dim. On one process the local rows are the global batch.
+    Any pytree; every leaf must have the rows as its leading dim (int64 / float64 leaves become int32 /
+    float32). On one process the local rows are the global batch, and their count must split over the batch
+    shards.
     """
-    ways = int(np.prod([sharding.mesh.shape[a] for a in BATCH_AXES]))
+    ways = batch_shards(sharding.mesh)
     procs = jax.process_count()
-    out = {}
-    for k, v in batch.items():
-        v = np.asarray(v)
+
+    def one(path: Any, v: Any) -> jax.Array:
+        v = _device_dtype(v)
+        name = jax.tree_util.keystr(path)
         if v.ndim == 0:
-            raise ValueError(f"batch[{k!r}] is a scalar: every batch entry needs the batch as leading dim")
+            raise ValueError(f"batch{name} is a scalar: every batch entry needs the batch as leading dim")
         if procs == 1 and v.shape[0] % ways:
             raise ValueError(
-                f"batch[{k!r}] has {v.shape[0]} rows, not divisible by the {ways} batch shards (data x fsdp)"
+                f"batch{name} has {v.shape[0]} rows, not divisible by the {ways} batch shards (data x fsdp)"
             )
-        out[k] = jax.make_array_from_process_local_data(sharding, v)
-    return out
+        return jax.make_array_from_process_local_data(sharding, v)
+
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def host_rows(x: jax.Array, sharding: NamedSharding) -> np.ndarray:
+    """A global [B, ...] array -> this host's rows (numpy): the rows it fed in with ``shard_batch``."""
+    if jax.process_count() == 1:
+        return np.asarray(jax.device_get(x))
+    full = np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    i, n = host_data_shard(sharding, x.shape[0])
+    rows = x.shape[0] // n
+    return full[i * rows : (i + 1) * rows]
+
+
+def gather_json(obj: Any) -> list[Any]:
+    """Every process's JSON-able ``obj``, in process order (an all-gather of the encoded bytes; ``[obj]`` on one
+    process, after a JSON round trip as on several)."""
+    raw = json.dumps(obj, allow_nan=True).encode()
+    if jax.process_count() == 1:
+        return [json.loads(raw)]
+    lengths = np.asarray(multihost_utils.process_allgather(np.array([len(raw)], np.int32))).reshape(-1)
+    buf = np.zeros(int(lengths.max()), np.uint8)
+    buf[: len(raw)] = np.frombuffer(raw, np.uint8)
+    rows = np.asarray(multihost_utils.process_allgather(buf)).reshape(len(lengths), -1)
+    return [json.loads(bytes(rows[i, : lengths[i]]).decode()) for i in range(len(lengths))]
 
 
 def maybe_initialize_distributed(
@@ -201,8 +241,8 @@ def maybe_initialize_distributed(
     (Cloud TPU multi-host ``TPU_WORKER_HOSTNAMES``, SLURM ``SLURM_NTASKS``, Open MPI ``OMPI_COMM_WORLD_SIZE``
     with more than one process) say so. Must run before any other JAX call.
     """
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"distributed.mode={mode!r}: must be 'auto', 'on' or 'off'")
+    if mode not in DISTRIBUTED_MODES:
+        raise ValueError(f"distributed.mode={mode!r}: must be one of {DISTRIBUTED_MODES}")
     if mode == "off":
         return False
     if mode == "auto":

@@ -1,4 +1,5 @@
-"""Training logs: console progress with ETA, TensorBoard scalars and texts, reward breakdowns, throughput.
+"""Training logs: log files, console progress with ETA, metrics.jsonl, TensorBoard scalars and texts, reward
+breakdowns, throughput.
 
 Host-side only (numpy and Python numbers); TensorFlow is imported lazily by ``TensorBoard`` and told to keep
 off the GPUs. On several processes only process 0 prints and writes; the per-task reward breakdown is
@@ -7,6 +8,7 @@ summed over all processes first.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -19,12 +21,45 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-TASKS = ("tg", "dtg", "vhd", "gvqa", "tal")  # SPEC section 1
-REWARD_KEYS = ("total", "format", "localization", "answer")  # tempr1_jax.rewards.compute_rewards
+from data_pipeline.schema import TASKS
+from tempr1_jax.rewards import REWARD_KEYS as REWARD_COMPONENTS
+
+REWARD_KEYS = ("total", *REWARD_COMPONENTS)  # the keys of tempr1_jax.rewards.compute_rewards
 
 log = logging.getLogger(__name__)
 
 _BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+def setup_logging(workdir: str | None) -> None:
+    """INFO logs of this package to stderr and ``<workdir>/train.log``; TensorFlow's start-up chatter kept out."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if workdir is not None:
+        os.makedirs(workdir, exist_ok=True)
+        handlers.append(logging.FileHandler(os.path.join(workdir, "train.log")))
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    pkg = logging.getLogger("tempr1_jax")
+    pkg.setLevel(logging.INFO)
+    pkg.propagate = False
+    for h in list(pkg.handlers):
+        pkg.removeHandler(h)
+        h.close()
+    for h in handlers:
+        h.setFormatter(fmt)
+        pkg.addHandler(h)
+
+
+class MetricsFile:
+    """``metrics.jsonl``: one JSON object of scalars per logged step (``{"step": n, "time": t, ...}``), appended."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def write(self, step: int, values: Mapping[str, float]) -> None:
+        row = {"step": int(step), "time": time.time()} | {k: float(v) for k, v in values.items()}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 class CompileCounter:

@@ -19,7 +19,7 @@ import toy_policy as tp
 from tempr1_jax import checkpoint, trainer
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent / "_support"  # toy_policy and the other support modules
 ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{TESTS}"}
 
 
@@ -35,7 +35,7 @@ def loop(state, step, start, stop):
         rng, noise = split_and_noise(state.rng)
         state = state.replace(rng=rng)
         batch = tp.make_batch(i)
-        batch["rewards"] = batch["rewards"] + np.asarray(noise)
+        batch = batch.replace(rewards=batch.rewards + np.asarray(noise))
         state, _ = step(state, batch)
     return state
 
@@ -93,7 +93,7 @@ def test_a_skipped_non_finite_step_never_reaches_a_checkpoint(tmp_path):
     state, _ = step(state, tp.make_batch(0))
     good = tp.to_host(state.params)
     bad = tp.make_batch(1)
-    bad["old_logp"][bad["completion_mask"]] = np.nan
+    bad.old_logp[bad.completion_mask] = np.nan
     state, m = step(state, bad)
     assert float(m["skipped"]) == 1
     ck = checkpoint.Checkpointer(tmp_path, every=1, keep=2)

@@ -132,3 +132,11 @@ def test_base_config_blocks_feed_the_trainer_functions(monkeypatch):
     tx, schedule = trainer.make_optimizer(cfg.optimizer, 10)
     assert float(schedule(1)) == pytest.approx(0.5e-6) and float(schedule(2)) == pytest.approx(1e-6)
     assert grpo.GRPOConfig.from_mapping(cfg.grpo.to_dict()).beta == 0.04
+
+
+def test_help_prints_the_usage_and_exits_0(capsys):
+    with pytest.raises(SystemExit) as e:
+        configlib.parse_flags_or_exit(["train", "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith("usage: python -m tempr1_jax.train --config configs/NAME.py")
+    assert "--config.KEY=VALUE" in out and "--workdir DIR" in out

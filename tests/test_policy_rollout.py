@@ -1,6 +1,7 @@
 """The rollout sampler and the policy seam on a tiny random Qwen2.5-VL: sampling rules, EOS handling, the
 sampler's log-probs equal the policy's (on-policy ratio 1), compile-once, and a GRPO step on the result."""
 
+import batches
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -41,8 +42,8 @@ def stream_batch(seed: int = 0, grids=((2, 4, 4), (4, 4, 4))):
     pixels = np.zeros((len(grids), n_max, 1176), np.float32)
     for b, g in enumerate(grids):
         pixels[b, : int(np.prod(g))] = rng.normal(size=(int(np.prod(g)), 1176))
-    return {"input_ids": ids, "attention_mask": mask, "grid_thw": np.array(grids, np.int32),
-            "second_per_grid_ts": np.array([1.0, 0.5], np.float32), "pixel_values": pixels}
+    return batches.stream_batch(input_ids=ids, attention_mask=mask, grid_thw=np.array(grids, np.int32),
+                                second_per_grid_ts=np.array([1.0, 0.5], np.float32), pixel_values=pixels)
 
 
 def prompts_of(seed=0, **kw):
@@ -60,12 +61,13 @@ def test_greedy_tokens_are_the_argmax_of_the_full_forward(model):
     out = rollout.make_generate(graphdef, sampling())(params, prompts, jax.random.PRNGKey(0))
     batch = policy.assemble(prompts, out, jnp.zeros(2), pad_id=PAD)
     m = nnx.merge(graphdef, params)
-    feats = jnp.repeat(policy.vision_features_per_prompt(m, batch["vision"]), 1, axis=0)
-    hidden = m(batch["input_ids"], jnp.swapaxes(batch["position_ids"], 0, 1), batch["attention_mask"],
+    inputs = batch.inputs
+    feats = jnp.repeat(policy.vision_features_per_prompt(m, inputs["vision"]), 1, axis=0)
+    hidden = m(inputs["input_ids"], jnp.swapaxes(inputs["position_ids"], 0, 1), inputs["attention_mask"],
                vision_features=feats)
     logits = jnp.einsum("bld,dv->blv", hidden, m.head_weight())
     t = out["tokens"].shape[1]
-    start = batch["input_ids"].shape[1] - t - 1
+    start = inputs["input_ids"].shape[1] - t - 1
     greedy = np.asarray(jnp.argmax(logits[:, start: start + t], axis=-1))
     mask = np.asarray(out["completion_mask"])
     np.testing.assert_array_equal(np.asarray(out["tokens"])[mask], greedy[mask])
@@ -79,7 +81,7 @@ def test_sampler_logp_equals_policy_logp(model):
     sc = sampling(group_size=3, temperature=0.7, max_new_tokens=8)
     out = rollout.make_generate(graphdef, sc)(params, prompts, jax.random.PRNGKey(3))
     batch = policy.assemble(prompts, out, jnp.zeros(6), pad_id=PAD)
-    logp, ent = policy.make_policy_fn(graphdef, temperature=0.7, chunk_size=4)(params, batch)
+    logp, ent = policy.make_policy_fn(graphdef, temperature=0.7, chunk_size=4)(params, batch.inputs)
     mask = np.asarray(out["completion_mask"])
     np.testing.assert_allclose(np.asarray(logp)[mask], np.asarray(out["logp"])[mask], atol=2e-5)
     assert np.all(np.asarray(ent)[mask] > 0)
@@ -98,7 +100,7 @@ def test_a_completion_that_samples_a_vision_pad_id_keeps_its_log_probs(model):
     pads = np.isin(tokens, [CFG.video_token_id, CFG.image_token_id]) & mask
     assert pads.any()  # the case under test occurs (fixed key)
     batch = policy.assemble(prompts, out, jnp.zeros(tokens.shape[0]), pad_id=PAD)
-    logp, _ = policy.make_policy_fn(graphdef, temperature=4.0, chunk_size=4)(params, batch)
+    logp, _ = policy.make_policy_fn(graphdef, temperature=4.0, chunk_size=4)(params, batch.inputs)
     np.testing.assert_allclose(np.asarray(logp)[mask], np.asarray(out["logp"])[mask], atol=2e-5)
 
 

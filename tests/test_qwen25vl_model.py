@@ -28,7 +28,7 @@ def test_sharded_forward_on_8_fake_devices_equals_single_device():
         PYTHONPATH=str(REPO),
     )
     r = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "qwen25vl_sharded_main.py")],
+        [sys.executable, str(REPO / "tests" / "_support" / "qwen25vl_sharded_main.py")],
         cwd=REPO,
         env=env,
         capture_output=True,

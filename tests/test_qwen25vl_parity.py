@@ -429,7 +429,7 @@ def test_tokenizer_chat_template_video_end_to_end(untied, tmp_path):
     from qwen25vl_helpers import save_tiny_tokenizer
     from transformers import AutoTokenizer
 
-    from tempr1_jax.models.qwen25vl.preprocess import preprocess_video
+    from data_pipeline.vision import preprocess_video
 
     hm, path, model = untied
     ckpt = tmp_path / "ckpt"

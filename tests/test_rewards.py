@@ -359,11 +359,11 @@ def test_the_number_of_parsable_completions_does_not_change_the_compiled_shapes(
     ({"task": "tg", "duration": float("nan"), "segments": [[0, 1]]}, "field 'duration'"),
     ({"task": "tg", "duration": "30", "segments": [[0, 1]]}, "field 'duration'"),
     ({"task": "tg", "duration": True, "segments": [[0, 1]]}, "field 'duration'"),
-    ({"task": "tg", "duration": 30, "segments": [[5, 1]]}, r"item 0 is \[5.0, 1.0\]"),
-    ({"task": "tg", "duration": 30, "segments": [[-1, 1]]}, "item 0"),
-    ({"task": "tg", "duration": 30, "segments": [["0", "1"]]}, "item 0"),
-    ({"task": "tg", "duration": 30, "segments": [[0, 1, 2]]}, "item 0"),
-    ({"task": "tg", "duration": 30, "segments": [[0, float("inf")]]}, "item 0"),
+    ({"task": "tg", "duration": 30, "segments": [[5, 1]]}, r"'segments\[0\]': \[5.0, 1.0\]"),
+    ({"task": "tg", "duration": 30, "segments": [[-1, 1]]}, r"'segments\[0\]'"),
+    ({"task": "tg", "duration": 30, "segments": [["0", "1"]]}, r"'segments\[0\]'"),
+    ({"task": "tg", "duration": 30, "segments": [[0, 1, 2]]}, r"'segments\[0\]'"),
+    ({"task": "tg", "duration": 30, "segments": [[0, float("inf")]]}, r"'segments\[0\]'"),
     ({"task": "tg", "duration": 30, "segments": "0 to 1"}, "field 'segments'"),
     ({"task": "tg", "duration": 30}, "field 'segments'"),
     ({"task": "tg", "duration": 30, "segments": [[0, 1], [2, 3]]}, "exactly 1"),
@@ -381,7 +381,7 @@ def test_bad_samples_raise(sample, match):
 def test_error_names_the_row_and_id():
     good = {"task": "tg", "duration": 30, "segments": [[0, 1]]}
     bad = {"id": "vid#3", "task": "tg", "duration": 30, "segments": [[3, 1]]}
-    with pytest.raises(ValueError, match=r"sample 1 \(id 'vid#3'\): field 'segments'"):
+    with pytest.raises(ValueError, match=r"sample 1 \(id 'vid#3'\): field 'segments\[0\]'"):
         R.compute_rewards(["a", "b"], [good, bad])
 
 
@@ -436,7 +436,7 @@ def test_cli_scores_files(tmp_path, capsys):
     ([{"id": "a", **TG}], [{"id": "zz", "completion": "x"}], r"c.jsonl:1: id 'zz' is not in"),
     ([{"id": "a", **TG}], [{"id": "a"}], r"c.jsonl:1: field 'completion' must be a string"),
     ([{"id": "a", **TG}, {"id": "a", **TG}], [], r"s.jsonl:2: duplicate id 'a' \(first on line 1\)"),
-    ([{"id": "a", "task": "tg", "duration": 3, "segments": [[2, 1]]}], [], r"s.jsonl:1: .*field 'segments'"),
+    ([{"id": "a", "task": "tg", "duration": 3, "segments": [[2, 1]]}], [], r"s.jsonl:1: .*field 'segments\[0\]'"),
     ([{"task": "tg"}], [], r"s.jsonl:1: field 'id'"),
     (["[1, 2]"], [], r"s.jsonl:1: expected a JSON object"),
 ])

@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 from tempr1_jax import sharding, trainer
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent / "_support"  # toy_policy and the other support modules
 
 
 def run_script(code: str, env_extra: dict[str, str], args: list[str] | None = None, timeout: int = 240):
@@ -159,8 +159,8 @@ print(json.dumps({
     "param_diff": pd, "opt_diff": od, "metric_diff": max(md.values()), "worst": max(md, key=md.get),
     "specs_ok": bool(specs_ok),
     "mu_specs_ok": set(mu_specs) == set(jax.tree.leaves(tp.SPECS, is_leaf=lambda x: isinstance(x, P))),
-    "batch_spec_ok": sb["tokens"].sharding.spec == P(("data", "fsdp")),
-    "shards": len(sb["tokens"].addressable_shards),
+    "batch_spec_ok": sb.inputs["tokens"].sharding.spec == P(("data", "fsdp")),
+    "shards": len(sb.inputs["tokens"].addressable_shards),
     "donated": bool(old.params["embed"].is_deleted()),
     "compiles_after_first": c.count - first, "first": first,
     "loss": float(mm["loss"]), "skipped": float(mm["skipped_total"]),
@@ -204,7 +204,7 @@ idx, cnt = sharding.host_data_shard(bsh, B)
 losses = []
 for i in range(2):
     b = tp.make_batch(i)
-    local = {k: v[idx * B // cnt:(idx + 1) * B // cnt] for k, v in b.items()}
+    local = jax.tree.map(lambda v: v[idx * B // cnt:(idx + 1) * B // cnt], b)
     state, m = step(state, sharding.shard_batch(local, bsh))
     losses.append(float(np.asarray(m["loss"].addressable_data(0))))
 params = multihost_utils.process_allgather(state.params, tiled=True)

@@ -168,8 +168,8 @@ def poisoned(self):
     if self.config.repeat:  # the GRPO stream (not the evaluation's single pass; no warm-up in this run)
         calls["n"] += 1
         if calls["n"] == 2:
-            batch["pixel_values"] = batch["pixel_values"].copy()
-            batch["pixel_values"][0, 0, 0] = np.nan
+            batch = batch._replace(pixel_values=batch.pixel_values.copy())
+            batch.pixel_values[0, 0, 0] = np.nan
     return batch
 
 stream.Stream.__next__ = poisoned
@@ -342,35 +342,6 @@ def test_the_full_demo_learns(tmp_path, env):
     train = [x["reward/localization"] for x in rows if "reward/localization" in x]
     k = max(1, len(train) // 4)
     assert np.mean(train[-k:]) > np.mean(train[:k]) + 0.03, (np.mean(train[:k]), np.mean(train[-k:]))
-
-
-def test_random_warmup_targets_are_valid_intervals_in_the_format_not_the_truth():
-    from data_pipeline import prompts
-    from tempr1_jax import rewards
-    from tempr1_jax.train import warmup_target
-
-    rng = np.random.default_rng(0)
-    sample = {"id": "v#0", "task": "tg", "video": "v", "duration": 7.0, "segments": [[2.0, 5.0]],
-              "query": "the red square is on screen"}
-    assert warmup_target(sample, "truth", rng) == prompts.target_completion(sample)
-    seen = set()
-    for _ in range(200):
-        text = warmup_target(sample, "random", rng)
-        parsed = rewards.parse_completion(text, sample)
-        assert parsed.format, text
-        (a, b), = parsed.intervals.tolist()
-        assert 0 <= a < b <= 7 and a == int(a) and b == int(b), text
-        seen.add((a, b))
-    assert len(seen) == 28  # every pair of whole seconds in [0, 7] comes up, the truth among them
-    r = rewards.compute_rewards([warmup_target(sample, "random", rng) for _ in range(200)], [sample] * 200)
-    assert np.all(r["format"] == 1) and 0.1 < np.mean(r["localization"]) < 0.5  # chance, not the truth
-    gvqa = {"id": "q", "task": "gvqa", "video": "v", "duration": 0.5, "segments": [[0.1, 0.3]],
-            "question": "?", "options": ["x", "y", "z"], "answer": "A"}
-    for _ in range(20):
-        parsed = rewards.parse_completion(warmup_target(gvqa, "random", rng), gvqa)
-        assert parsed.format and 0 <= parsed.intervals[0, 0] < parsed.intervals[0, 1] <= 0.5
-    with pytest.raises(ValueError, match="warmup.targets"):
-        warmup_target(sample, "truht", rng)
 
 
 def test_a_bad_warmup_targets_value_is_a_config_error_naming_it(tmp_path, env):

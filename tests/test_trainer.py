@@ -31,12 +31,12 @@ def test_step_equals_the_loss_and_adamw_written_out():
     params0 = tp.to_host(state.params)
     batch = tp.make_batch(0)
     cfg = grpo.GRPOConfig(num_generations=tp.G, beta=0.04, eps_high=0.28)
-    adv, _ = grpo.group_advantages(batch["rewards"], tp.G)
-    ref_logp, _ = tp.jit_policy(params0, batch)
+    adv, _ = grpo.group_advantages(batch.rewards, tp.G)
+    ref_logp, _ = tp.jit_policy(params0, batch.inputs)
 
     def loss_fn(p):
-        logp, ent = tp.policy_fn(p, batch)
-        return grpo.policy_loss(logp, adv, batch["completion_mask"], cfg, old_logp=batch["old_logp"],
+        logp, ent = tp.policy_fn(p, batch.inputs)
+        return grpo.policy_loss(logp, adv, batch.completion_mask, cfg, old_logp=batch.old_logp,
                                 ref_logp=ref_logp, entropy=ent)[0]  # fmt: skip
 
     loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params0)
@@ -58,12 +58,12 @@ def test_step_equals_the_loss_and_adamw_written_out():
     np.testing.assert_allclose(float(m["grad_norm"]), float(optax.tree.norm(grads)), rtol=1e-5)
     assert float(m["lr"]) == 0.0 and int(state.step) == 1 and int(state.skipped) == 0
     batch1 = tp.make_batch(1)
-    adv1, _ = grpo.group_advantages(batch1["rewards"], tp.G)
-    ref1, _ = tp.jit_policy(params0, batch1)
+    adv1, _ = grpo.group_advantages(batch1.rewards, tp.G)
+    ref1, _ = tp.jit_policy(params0, batch1.inputs)
 
     def loss_fn1(p):
-        logp, ent = tp.policy_fn(p, batch1)
-        return grpo.policy_loss(logp, adv1, batch1["completion_mask"], cfg, old_logp=batch1["old_logp"],
+        logp, ent = tp.policy_fn(p, batch1.inputs)
+        return grpo.policy_loss(logp, adv1, batch1.completion_mask, cfg, old_logp=batch1.old_logp,
                                 ref_logp=ref1)[0]  # fmt: skip
 
     g1 = jax.jit(jax.grad(loss_fn1))(want)
@@ -98,16 +98,16 @@ def test_mu_iterations_reuse_the_rollout_batch():
     assert_trees_close(s2.params, s1.params, rtol=1e-5, atol=1e-7)
     assert int(s2.step) == 1 and int(s1.step) == 2
     assert float(m2["lr"]) == pytest.approx(0.5e-2)  # mean of lr 0 (warm-up) and 1e-2
-    with pytest.raises(KeyError, match="old_logp"):
-        step2(s2, {k: v for k, v in b.items() if k != "old_logp"})
+    with pytest.raises(ValueError, match="old_logp"):
+        step2(s2, b.replace(old_logp=None))
 
 
 def test_beta_zero_keeps_no_reference_and_never_runs_it():
     traces = []
 
-    def counting_policy(params, batch):
+    def counting_policy(params, inputs):
         traces.append(1)
-        return tp.policy_fn(params, batch)
+        return tp.policy_fn(params, inputs)
 
     params = tp.init_params(0)
     tx, _ = trainer.make_optimizer({"learning_rate": 1e-2}, 4)
@@ -146,8 +146,8 @@ def test_non_finite_step_is_skipped_counted_and_harmless():
     state, _ = step(state, tp.make_batch(0))
     before = tp.to_host((state.params, state.opt_state))
     bad = tp.make_batch(1)
-    b, t = np.argwhere(bad["completion_mask"])[3]
-    bad["old_logp"][b, t] = np.nan  # a NaN on a token that counts
+    b, t = np.argwhere(bad.completion_mask)[3]
+    bad.old_logp[b, t] = np.nan  # a NaN on a token that counts
     state, m = step(state, bad)
     assert float(m["skipped"]) == 1 and int(state.skipped) == 1 and float(m["skipped_total"]) == 1
     assert not np.isfinite(float(m["loss"]))
@@ -164,7 +164,7 @@ def test_non_finite_step_is_skipped_counted_and_harmless():
 def test_non_finite_reward_is_unscorable_not_a_skip():
     state, step, *_ = tp.setup()
     b = tp.make_batch(0)
-    b["rewards"][5] = np.nan
+    b.rewards[5] = np.nan
     state, m = step(state, b)
     assert float(m["skipped"]) == 0 and float(m["reward/nonfinite"]) == 1
     assert trainer.params_finite(state.params)
@@ -176,9 +176,8 @@ def test_padding_rows_change_nothing():
     s2, step2, *_ = tp.setup()
     b = tp.make_batch(0, prompts=3)
     pad = tp.make_batch(7, prompts=1)
-    padded = {k: np.concatenate([b[k], pad[k]]) for k in b}
-    padded["sample_mask"] = np.arange(len(padded["rewards"])) < len(b["rewards"])
-    b["sample_mask"] = np.ones(len(b["rewards"]), bool)
+    padded = jax.tree.map(lambda x, y: np.concatenate([x, y]), b, pad)
+    padded = padded.replace(sample_mask=np.arange(len(padded.rewards)) < len(b.rewards))
     s1, m1 = step1(s1, b)
     s2, m2 = step2(s2, padded)
     assert_trees_close(s2.params, s1.params, rtol=1e-5, atol=1e-7)
@@ -203,13 +202,13 @@ def test_metrics_report_the_rollout_batch():
     state, step, *_ = tp.setup()
     b = tp.make_batch(0)
     _, m = step(state, b)
-    lengths = b["completion_mask"].sum(1)
+    lengths = b.completion_mask.sum(1)
     assert float(m["completion_length/mean"]) == pytest.approx(lengths.mean())
     assert (
         float(m["completion_length/max"]) == lengths.max()
         and float(m["completion_length/min"]) == lengths.min()
     )
-    assert float(m["reward/mean"]) == pytest.approx(b["rewards"].mean(), rel=1e-6)
+    assert float(m["reward/mean"]) == pytest.approx(b.rewards.mean(), rel=1e-6)
     assert float(m["zero_std_groups"]) == 1 and float(m["frac_zero_std"]) == pytest.approx(1 / 4)
     assert float(m["tokens"]) == lengths.sum()
     assert all(v.dtype == jnp.float32 and v.shape == () for v in m.values())
@@ -218,10 +217,12 @@ def test_metrics_report_the_rollout_batch():
 def test_bad_batches_raise_clear_errors():
     state, step, *_ = tp.setup()
     b = tp.make_batch(0)
-    with pytest.raises(KeyError, match="rewards"):
-        step(state, {k: v for k, v in b.items() if k != "rewards"})
+    with pytest.raises(TypeError, match="rewards"):
+        trainer.TrainBatch(inputs=b.inputs, completion_mask=b.completion_mask)  # a typed batch cannot lack them
     with pytest.raises(ValueError, match="multiple of num_generations=4"):
-        step(state, {k: v[:6] for k, v in b.items()})
+        step(state, jax.tree.map(lambda v: v[:6], b))
+    with pytest.raises(ValueError, match=r"leaf .*tokens.* leading dim must be the rows \(16\) or the prompts \(4\)"):
+        step(state, b.replace(inputs={"tokens": b.inputs["tokens"][:3]}))
 
 
 def test_schedule_shapes():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from data_pipeline import extract_frames, schema, stream, synthetic
-from tempr1_jax.models.qwen25vl import preprocess as qpre
+from data_pipeline import vision as qpre
 
 VIDEO_PAD = 781  # the tiny tokenizer's <|video_pad|>
 
@@ -65,51 +65,51 @@ def test_end_to_end_batch(config, data):
         assert s.num_samples == 25 and s.samples_per_task == {t: 5 for t in schema.TASKS}
         batches = list(s)
         assert len(batches) == math.ceil(25 / 2) == s.batches_per_pass()
-        ids = [i.decode() for b in batches for i, m in zip(b["id"], b["sample_mask"], strict=True) if m]
+        ids = [i.decode() for b in batches for i, m in zip(b.id, b.sample_mask, strict=True) if m]
         assert ids == [x["id"] for x in schema.read_samples(data["samples"])]
-        assert not batches[-1]["sample_mask"][1]  # the 25th sample's batch is padded with a masked copy
+        assert not batches[-1].sample_mask[1]  # the 25th sample's batch is padded with a masked copy
         for b in batches:
-            B, L = b["input_ids"].shape
-            N = b["pixel_values"].shape[1]
+            B, L = b.input_ids.shape
+            N = b.pixel_values.shape[1]
             assert B == 2 and L in config.prompt_buckets and N in config.vision_buckets
-            assert b["pixel_values"].shape == (2, N, 1176) and b["pixel_values"].dtype == np.float32
+            assert b.pixel_values.shape == (2, N, 1176) and b.pixel_values.dtype == np.float32
             for j in range(B):
-                k = int(b["index"][j])
+                k = int(b.index[j])
                 sample = s.samples[k]
-                grid = b["grid_thw"][j]
+                grid = b.grid_thw[j]
                 n_patch = int(np.prod(grid))
-                assert b["pixel_mask"][j].sum() == n_patch and b["pixel_mask"][j][:n_patch].all()
-                assert not b["pixel_values"][j, n_patch:].any()
+                assert b.pixel_mask[j].sum() == n_patch and b.pixel_mask[j][:n_patch].all()
+                assert not b.pixel_values[j, n_patch:].any()
                 n_tok = qpre.num_video_tokens(grid)
-                assert b["num_video_tokens"][j] == n_tok == n_patch // 4
-                assert np.count_nonzero(b["input_ids"][j] == VIDEO_PAD) == n_tok
+                assert b.num_video_tokens[j] == n_tok == n_patch // 4
+                assert np.count_nonzero(b.input_ids[j] == VIDEO_PAD) == n_tok
                 # Left padding: the mask is a suffix of ones; the pad id fills the rest.
-                n_valid = int(b["attention_mask"][j].sum())
+                n_valid = int(b.attention_mask[j].sum())
                 assert (
-                    b["attention_mask"][j][L - n_valid :].all()
-                    and (b["input_ids"][j][: L - n_valid] == 768).all()
+                    b.attention_mask[j][L - n_valid :].all()
+                    and (b.input_ids[j][: L - n_valid] == 768).all()
                 )
                 assert n_valid == s.prompt_len[k] and L == min(
-                    x for x in config.prompt_buckets if x >= max(s.prompt_len[int(i)] for i in b["index"])
+                    x for x in config.prompt_buckets if x >= max(s.prompt_len[int(i)] for i in b.index)
                 )
-                assert s.tokenizer.decode(b["input_ids"][j][L - n_valid :]).endswith(
+                assert s.tokenizer.decode(b.input_ids[j][L - n_valid :]).endswith(
                     "<|im_end|>\n<|im_start|>assistant\n"
                 )
-                if int(b["position"][j]) < 4:  # exact against the reference (costly, so a few samples)
+                if int(b.position[j]) < 4:  # exact against the reference (costly, so a few samples)
                     ref = _reference(s, k, dct=False)
-                    np.testing.assert_array_equal(b["pixel_values"][j, :n_patch], ref.pixel_values)
-                    assert b["second_per_grid_ts"][j] == pytest.approx(ref.second_per_grid_ts, rel=1e-6)
+                    np.testing.assert_array_equal(b.pixel_values[j, :n_patch], ref.pixel_values)
+                    assert b.second_per_grid_ts[j] == pytest.approx(ref.second_per_grid_ts, rel=1e-6)
                 # Ground truth travels with the batch.
-                assert json.loads(b["sample_json"][j]) == sample
-                assert b["task"][j].decode() == sample["task"] and b["video"][j].decode() == sample["video"]
-                assert b["task_id"][j] == schema.TASKS.index(sample["task"])
-                assert b["duration"][j] == pytest.approx(sample["duration"])
+                assert json.loads(b.sample_json[j]) == sample
+                assert b.task[j].decode() == sample["task"] and b.video[j].decode() == sample["video"]
+                assert b.task_id[j] == schema.TASKS.index(sample["task"])
+                assert b.duration[j] == pytest.approx(sample["duration"])
                 nseg = len(sample["segments"])
-                assert b["segments_mask"][j].sum() == nseg
+                assert b.segments_mask[j].sum() == nseg
                 np.testing.assert_allclose(
-                    b["segments"][j, :nseg], np.asarray(sample["segments"]).reshape(-1, 2)
+                    b.segments[j, :nseg], np.asarray(sample["segments"]).reshape(-1, 2)
                 )
-                assert b["answer"][j] == ("ABC".index(sample["answer"]) if sample["task"] == "gvqa" else -1)
+                assert b.answer[j] == ("ABC".index(sample["answer"]) if sample["task"] == "gvqa" else -1)
         assert [x["id"] for x in stream.batch_samples(batches[-1])] == [ids[-1]]
 
 
@@ -125,10 +125,10 @@ def test_frames_and_tokens_follow_the_budget(config):
         assert s.n_tokens[k] == math.ceil(s.n_frames[k] / 2) * (h // 28) * (w // 28)
         assert s.n_tokens[k] <= config.total_pixels // (28 * 28)
     b = next(s)
-    assert (b["grid_thw"][:, 0] <= 3).all()
+    assert (b.grid_thw[:, 0] <= 3).all()
     for j in range(2):  # 2 frames per temporal patch, 1 s apart, or duration / 6 apart past the cap
-        d = float(b["duration"][j])
-        assert b["second_per_grid_ts"][j] == pytest.approx(2 * max(1.0, d / 6), abs=0.25)
+        d = float(b.duration[j])
+        assert b.second_per_grid_ts[j] == pytest.approx(2 * max(1.0, d / 6), abs=0.25)
     config.total_pixels = (
         2 * 16 * 28 * 28
     )  # tiny budget: the min_pixels floor (16 tokens per frame pair) wins
@@ -152,20 +152,20 @@ def test_default_path_matches_reference(config, tmp_path):
     assert (s.ratio == 2).all()
     b = next(s)
     for j in range(2):
-        k = int(b["index"][j])
+        k = int(b.index[j])
         ref = _reference(s, k, dct=False)
         n = ref.pixel_values.shape[0]
-        diff = np.abs(b["pixel_values"][j, :n] - ref.pixel_values)
+        diff = np.abs(b.pixel_values[j, :n] - ref.pixel_values)
         assert diff.mean() < 0.05  # normalized units (1 gray level is about 0.015)
     s.close()
 
 
 def test_deterministic_and_seeded(config):
-    a = [b["id"].tolist() for b in _take(stream.make_stream(config), 6)]
-    b = [b["id"].tolist() for b in _take(stream.make_stream(config), 6)]
+    a = [b.id.tolist() for b in _take(stream.make_stream(config), 6)]
+    b = [b.id.tolist() for b in _take(stream.make_stream(config), 6)]
     assert a == b
     config.seed = 1
-    c = [b["id"].tolist() for b in _take(stream.make_stream(config), 6)]
+    c = [b.id.tolist() for b in _take(stream.make_stream(config), 6)]
     assert c != a
     flat = [i for x in a for i in x]
     assert len(set(flat[:12])) == 12  # an epoch is a permutation: no repeats within the first 25
@@ -182,10 +182,10 @@ def test_resume_continues_exactly(config):
     r = stream.make_stream(config, state=saved)
     again = _take(r, 3)
     for x, y in zip(rest, again, strict=True):
-        assert x["id"].tolist() == y["id"].tolist() and x["position"].tolist() == y["position"].tolist()
-        np.testing.assert_array_equal(x["pixel_values"], y["pixel_values"])
-        np.testing.assert_array_equal(x["input_ids"], y["input_ids"])
-    assert r.state()["position"] == 10 and first[0]["position"].tolist() == [0, 1]
+        assert x.id.tolist() == y.id.tolist() and x.position.tolist() == y.position.tolist()
+        np.testing.assert_array_equal(x.pixel_values, y.pixel_values)
+        np.testing.assert_array_equal(x.input_ids, y.input_ids)
+    assert r.state()["position"] == 10 and first[0].position.tolist() == [0, 1]
     # A state of another mixing is refused.
     config.task_weights = {"tg": 1.0}
     with pytest.raises(ValueError, match="fingerprint"):
@@ -202,8 +202,8 @@ def test_host_shards_are_disjoint_and_cover_the_data(config):
         n_batches = 0
         for b in s:
             n_batches += 1
-            assert (b["position"] % 3 == h).all()
-            seen += [i for i, m in zip(b["id"].tolist(), b["sample_mask"], strict=True) if m]
+            assert (b.position % 3 == h).all()
+            seen += [i for i, m in zip(b.id.tolist(), b.sample_mask, strict=True) if m]
         counts.append(n_batches)
     assert len(set(counts)) == 1 and counts[0] == math.ceil(math.ceil(25 / 3) / 3)
     assert len(seen) == len(set(seen)) == 25
@@ -214,14 +214,14 @@ def test_host_shards_are_disjoint_and_cover_the_data(config):
 def test_state_is_valid_across_host_counts(config):
     """8 samples on 1 host, then the rest on 2 hosts: nothing skipped, nothing repeated."""
     one = stream.make_stream(config)
-    head = [i for b in _take(one, 4) for i in b["index"].tolist()]
+    head = [i for b in _take(one, 4) for i in b.index.tolist()]
     state = one.state()
     full = [one.sample_at(g) for g in range(16)]
     tail = []
     for h in range(2):
         s = stream.make_stream(config, process_index=h, process_count=2, state=state)
         tail += [
-            (int(g), int(i)) for b in _take(s, 2) for g, i in zip(b["position"], b["index"], strict=True)
+            (int(g), int(i)) for b in _take(s, 2) for g, i in zip(b.position, b.index, strict=True)
         ]
     assert head == full[:8]
     assert sorted(tail) == [(g, full[g]) for g in range(8, 16)]

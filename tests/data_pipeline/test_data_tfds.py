@@ -70,9 +70,9 @@ def test_stream_from_tfds_equals_stream_from_shards(built, tiny_tokenizer_dir):
     assert a.fingerprint == b.fingerprint
     for _ in range(3):
         x, y = next(a), next(b)
-        assert x["id"].tolist() == y["id"].tolist()
+        assert x.id.tolist() == y.id.tolist()
         for k in ("pixel_values", "input_ids", "grid_thw", "segments", "second_per_grid_ts"):
-            np.testing.assert_array_equal(x[k], y[k])
+            np.testing.assert_array_equal(getattr(x, k), getattr(y, k))
     cfgs[1].tfds_split = "nope"
     with pytest.raises(ValueError, match="no split 'nope'"):
         stream.make_stream(cfgs[1])

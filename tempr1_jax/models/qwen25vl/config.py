@@ -138,6 +138,8 @@ class TextConfig:
 
 ATTENTION_IMPLS = (None, "xla", "cudnn")
 REMAT_POLICIES = ("none", "full", "dots")
+DTYPES = ("float32", "bfloat16", "float16")  # compute and parameter dtypes
+PRESETS = ("tiny", "3b", "7b")  # ``preset(name)``
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,8 +193,8 @@ class Qwen25VLConfig:
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat {self.remat!r} not in {REMAT_POLICIES}")
         for name in ("dtype", "param_dtype"):
-            if getattr(self, name) not in ("float32", "bfloat16", "float16"):
-                raise ValueError(f"{name} {getattr(self, name)!r} not one of float32, bfloat16, float16")
+            if getattr(self, name) not in DTYPES:
+                raise ValueError(f"{name} {getattr(self, name)!r} not one of {', '.join(DTYPES)}")
         return self
 
     def replace(self, **kw: Any) -> Qwen25VLConfig:
@@ -299,7 +301,7 @@ def preset(name: str, **overrides: Any) -> Qwen25VLConfig:
             **_QWEN_IDS,
         )
     else:
-        raise ValueError(f"unknown Qwen2.5-VL preset {name!r}; choose tiny, 3b or 7b")
+        raise ValueError(f"unknown Qwen2.5-VL preset {name!r}; choose one of {', '.join(PRESETS)}")
     return dataclasses.replace(cfg, **overrides).validate()
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx, struct
 
 from tempr1_jax.models.qwen25vl.config import Qwen25VLConfig
-from tempr1_jax.models.qwen25vl.sharding import BATCH_AXES
+from tempr1_jax.sharding import BATCH_AXES
 
 Array = jax.Array
 

@@ -14,9 +14,6 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-MESH_AXES = ("data", "fsdp", "tp")
-BATCH_AXES = ("data", "fsdp")  # the batch dimension of activations / inputs
-
 
 def _state(model_or_state: Any) -> Any:
     if isinstance(model_or_state, nnx.Module):
@@ -66,11 +63,3 @@ def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
     shardings = param_shardings(state, mesh)
     nnx.update(model, jax.device_put(state, shardings))
     return model
-
-
-def make_mesh(data: int = 1, fsdp: int = 1, tp: int = 1, devices: Any = None) -> Mesh:
-    """A (data, fsdp, tp) mesh over ``devices`` (default: all)."""
-    devs = np.asarray(jax.devices() if devices is None else devices)
-    if devs.size != data * fsdp * tp:
-        raise ValueError(f"mesh {data}x{fsdp}x{tp} needs {data * fsdp * tp} devices, have {devs.size}")
-    return Mesh(devs.reshape(data, fsdp, tp), MESH_AXES)

@@ -21,7 +21,8 @@ from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 from tempr1_jax.models.qwen25vl import config as qconfig  # noqa: E402
 from tempr1_jax.models.qwen25vl import params, rope  # noqa: E402
 from tempr1_jax.models.qwen25vl.model import Qwen25VL  # noqa: E402
-from tempr1_jax.models.qwen25vl.sharding import BATCH_AXES, make_mesh, param_shardings, shard_model  # noqa: E402
+from tempr1_jax.models.qwen25vl.sharding import param_shardings, shard_model  # noqa: E402
+from tempr1_jax.sharding import BATCH_AXES, make_mesh  # noqa: E402
 
 
 def main() -> int:
@@ -77,7 +78,7 @@ def main() -> int:
         {k: jnp.asarray(v) for k, v in vis.items()},
     )
 
-    mesh = make_mesh(2, 2, 2)
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tp": 2})
     with tempfile.TemporaryDirectory() as d:
         params.export_hf_checkpoint(model, d, dtype="float32")
         loaded = params.load_hf_checkpoint(d, mesh=mesh, dtype="float32")

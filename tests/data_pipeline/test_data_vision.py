@@ -1,4 +1,4 @@
-"""Host preprocessing: resize rules, token budget, patch layout, import isolation."""
+"""Qwen2.5-VL host preprocessing (data_pipeline.vision): resize rules, token budget, patch layout, import isolation."""
 
 import subprocess
 import sys
@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tempr1_jax.models.qwen25vl import preprocess as pp
+from data_pipeline import vision as pp
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEMPR1 = dict(
     min_pixels=pp.TEMPR1_MIN_PIXELS, max_pixels=pp.TEMPR1_MAX_PIXELS, total_pixels=pp.TEMPR1_TOTAL_PIXELS
 )
@@ -19,7 +19,7 @@ TEMPR1 = dict(
 
 def test_preprocess_imports_with_numpy_only():
     code = (
-        "import sys; import tempr1_jax.models.qwen25vl.preprocess, tempr1_jax.models.qwen25vl.rope; "
+        "import sys; import data_pipeline.vision, tempr1_jax.models.qwen25vl.rope; "
         "heavy = ('jax', 'flax', 'tensorflow', 'torch', 'PIL', 'transformers'); "
         "bad = [m for m in heavy if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"

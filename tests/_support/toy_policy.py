@@ -42,8 +42,8 @@ def _init_params(seed: int) -> dict:
     }
 
 
-def policy_fn(params: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
-    tokens = batch["tokens"]  # [B, PROMPT_LEN + COMPLETION_LEN]
+def policy_fn(params: dict, inputs: dict) -> tuple[jax.Array, jax.Array]:
+    tokens = inputs["tokens"]  # [B, PROMPT_LEN + COMPLETION_LEN]
     x = params["embed"][tokens] @ params["vision"]["proj"]
     steps = jnp.arange(1, tokens.shape[1] + 1, dtype=jnp.float32)[None, :, None]
     c = jnp.cumsum(x, axis=1) / steps
@@ -61,9 +61,7 @@ def policy_fn(params: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
 jit_policy = jax.jit(policy_fn)
 
 
-def make_batch(
-    step: int, prompts: int = 4, params: dict | None = None, seed: int = 0
-) -> dict[str, np.ndarray]:
+def make_batch(step: int, prompts: int = 4, params: dict | None = None, seed: int = 0):
     """A deterministic rollout batch for ``step``: B = prompts * G rows, groups contiguous.
 
     Rewards are in [0, 3] with the first group constant (a zero-std group). ``old_logp`` is the policy's own
@@ -80,12 +78,15 @@ def make_batch(
     logp, _ = jit_policy(p, {"tokens": tokens})
     old = np.asarray(logp) + rng.normal(0, 0.05, size=logp.shape).astype(np.float32)
     old = np.where(mask, old, np.float32(-1e30))  # garbage in the padding must not matter
-    return {
-        "tokens": tokens,
-        "completion_mask": mask,
-        "rewards": rewards,
-        "old_logp": old.astype(np.float32),
-    }
+    from tempr1_jax.trainer import TrainBatch
+
+    return TrainBatch(
+        inputs={"tokens": tokens},
+        completion_mask=mask,
+        rewards=rewards,
+        sample_mask=np.ones(B, bool),
+        old_logp=old.astype(np.float32),
+    )
 
 
 @functools.cache
