@@ -385,12 +385,6 @@ def _true_runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
     return runs
 
 
-def timeline_runs(timeline: Sequence[str | None], colour: str | None) -> list[list[float]]:
-    """[[start, end], ...] seconds of the maximal runs of ``colour`` (None: white) in a timeline, one entry per
-    second."""
-    return [[float(a), float(b)] for a, b in _true_runs([c == colour for c in timeline])]
-
-
 def _place(rng: np.random.Generator, d: int, lengths: Sequence[int], min_gap: int = 0) -> list[int]:
     """Starts of runs of ``lengths`` seconds, in order, at least ``min_gap`` apart, inside [0, d), uniformly
     over all such placements (the free seconds are split among the k + 1 gaps by stars and bars)."""
