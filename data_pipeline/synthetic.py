@@ -196,13 +196,7 @@ def square_frame(second: int, visible: bool, *, size: int = 56) -> np.ndarray:
     one. Where the event is and when it happens are thus one local pattern (a red cell at the cell of its
     second), which a tiny randomly initialized vision tower can tell apart linearly.
     """
-    if not 0 <= second < _GRID * _GRID:
-        raise ValueError(f"the clock shows seconds 0..{_GRID * _GRID - 1}, got {second}")
-    img = np.full((size, size, 3), _BACKGROUND, np.uint8)
-    cell = size // _GRID
-    r, c = (second // _GRID) * cell, (second % _GRID) * cell
-    img[r : r + cell, c : c + cell] = _RED if visible else 255
-    return img
+    return marker_frame(second, "red" if visible else None, size=size)
 
 
 def best_constant_iou(samples: Sequence[Mapping], step: float = 0.5) -> tuple[tuple[float, float], float]:
@@ -318,6 +312,252 @@ def make_square_dataset(
         out[split] = os.path.join(root, f"{split}.jsonl")
         write_jsonl(out[split], samples)
     settings = extract_frames.Settings(fps=float(per_second), max_frames=448)
+    with open(os.devnull, "w") as quiet:
+        extract_frames.run(extract_frames.list_videos(vdir), fdir, settings, progress=False, log=quiet)
+    if tokenizer:
+        from data_pipeline.tiny_tokenizer import build_tiny_tokenizer
+
+        out["tokenizer"] = build_tiny_tokenizer(os.path.join(root, "tokenizer"))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The five-task world of the demo: a coloured marker on the same burned-in clock, one state per second.
+#
+# Second s of a video shows the clock marker in cell s of the 4 x 4 grid (as ``square_frame``); its colour is
+# what is on screen during that second: one of ``COLOURS`` (a coloured square) or white (nothing). A video is a
+# timeline, one colour name or None per whole second, drawn for one task; every answer is a function of the
+# runs of colours in that timeline, so it is readable from the one visual token per second plus the clock.
+
+MULTITASK_VERSION = 1  # bump when the videos or samples change: cached copies are keyed by it
+COLOURS = {
+    "red": _RED,
+    "green": (20, 200, 20),
+    "blue": (30, 60, 240),
+    "yellow": (230, 220, 20),
+    "cyan": (20, 210, 230),
+    "magenta": (220, 30, 220),
+}
+_WHITE = (255, 255, 255)  # the clock marker alone: nothing on screen
+GVQA_QUESTION = "which colour comes right after the red square?"
+TAL_ACTION = "yellow flash"
+MULTITASK_TASKS = ("tg", "dtg", "vhd", "gvqa", "tal")
+
+
+def marker_frame(second: int, colour: str | None, *, size: int = 56) -> np.ndarray:
+    """uint8 [size, size, 3] frame at whole second ``second`` (0..15): the clock marker in cell ``second`` of the
+    4 x 4 grid, coloured ``COLOURS[colour]``, or white when ``colour`` is None (``square_frame`` is the red /
+    white case)."""
+    if not 0 <= second < _GRID * _GRID:
+        raise ValueError(f"the clock shows seconds 0..{_GRID * _GRID - 1}, got {second}")
+    if colour is not None and colour not in COLOURS:
+        raise ValueError(f"unknown colour {colour!r}; expected None or one of {sorted(COLOURS)}")
+    img = np.full((size, size, 3), _BACKGROUND, np.uint8)
+    cell = size // _GRID
+    r, c = (second // _GRID) * cell, (second % _GRID) * cell
+    img[r : r + cell, c : c + cell] = _WHITE if colour is None else COLOURS[colour]
+    return img
+
+
+def read_marker(frame: np.ndarray) -> tuple[int, str | None]:
+    """(second, colour name or None for white) shown by a ``marker_frame`` frame [H, W, 3], also after lossy
+    coding or resizing: the cell farthest from the background, its centre's nearest palette colour."""
+    frame = np.asarray(frame, np.float32)
+    h, w = frame.shape[:2]
+    ch, cw = h // _GRID, w // _GRID
+    cells = frame[: ch * _GRID, : cw * _GRID].reshape(_GRID, ch, _GRID, cw, 3)
+    centre = cells[:, ch // 4 : ch - ch // 4, :, cw // 4 : cw - cw // 4].mean(axis=(1, 3)).reshape(-1, 3)
+    second = int(np.argmax(np.abs(centre - _BACKGROUND).sum(axis=1)))
+    names = [None, *COLOURS]
+    palette = np.asarray([_WHITE, *COLOURS.values()], np.float32)
+    return second, names[int(np.argmin(((palette - centre[second]) ** 2).sum(axis=1)))]
+
+
+def _true_runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
+    """(start, end) indices of the maximal runs of True in ``flags`` (end exclusive)."""
+    runs, start = [], None
+    for i, f in enumerate([*flags, False]):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+def _place(rng: np.random.Generator, d: int, lengths: Sequence[int], min_gap: int = 0) -> list[int]:
+    """Starts of runs of ``lengths`` seconds, in order, at least ``min_gap`` apart, inside [0, d), uniformly
+    over all such placements (the free seconds are split among the k + 1 gaps by stars and bars)."""
+    k = len(lengths)
+    slack = d - int(sum(lengths)) - min_gap * (k - 1)
+    if slack < 0:
+        raise ValueError(f"runs of {list(lengths)} s with gaps >= {min_gap} s do not fit in {d} s")
+    bars = np.sort(rng.choice(slack + k, size=k, replace=False))
+    gaps = np.diff(np.concatenate([[-1], bars, [slack + k]])) - 1  # k + 1 parts summing to slack
+    starts, t = [], int(gaps[0])
+    for j, length in enumerate(lengths):
+        starts.append(t)
+        t += int(length) + min_gap + int(gaps[j + 1])
+    return starts
+
+
+def _fitting(rng: np.random.Generator, d: int, k: int, low: int, high: int, min_gap: int) -> list[int]:
+    """k run lengths in [low, high] s, dropping runs until they fit in d s with gaps >= min_gap."""
+    lengths = [int(x) for x in rng.integers(low, high + 1, size=k)]
+    while len(lengths) > 1 and sum(lengths) + min_gap * (len(lengths) - 1) > d:
+        lengths.pop()
+    return lengths
+
+
+def _paint(timeline: list, colour: str, starts: Sequence[int], lengths: Sequence[int]) -> list[list[float]]:
+    for s, n in zip(starts, lengths, strict=True):
+        timeline[s : s + n] = [colour] * n
+    return [[float(s), float(s + n)] for s, n in zip(starts, lengths, strict=True)]
+
+
+def _world(task: str, rng: np.random.Generator, d: int, index: int) -> tuple[list, dict, list[str]]:
+    """One task's timeline (d entries), its sample fields and the colours distractors may take. gvqa takes its
+    option count and answer letter from ``index`` (3 and 4 options alternate, the letters cycle), so every
+    letter is equally frequent per option count and a letter-guessing policy scores chance."""
+    tl: list[str | None] = [None] * d
+    others = [c for c in COLOURS if c != "red"]
+    if task == "tg":  # one red interval, as the square task: 2 s .. half the video + 1 s
+        n = int(rng.integers(2, max(2, d // 2 + 1) + 1))
+        return tl, {"segments": _paint(tl, "red", _place(rng, d, [n]), [n]), "query": SQUARE_QUERY}, others
+    if task == "dtg":  # 2-3 colours, one interval each, in query (= temporal) order
+        k = int(rng.integers(2, 4))
+        colours = [str(c) for c in rng.choice(list(COLOURS), size=k, replace=False)]
+        lengths = _fitting(rng, d, k, 1, max(1, (d - 2) // k), 0)
+        colours = colours[: len(lengths)]
+        starts = _place(rng, d, lengths)
+        segs = [_paint(tl, c, [s], [n])[0] for c, s, n in zip(colours, starts, lengths, strict=True)]
+        queries = [f"the {c} square is on screen" for c in colours]
+        return tl, {"segments": segs, "queries": queries}, [c for c in COLOURS if c not in colours]
+    if task == "vhd":  # 1-3 red intervals, at least 1 s apart: the highlight is their union
+        lengths = _fitting(rng, d, int(rng.integers(1, 4)), 1, 3, 1)
+        segs = _paint(tl, "red", _place(rng, d, lengths, 1), lengths)
+        return tl, {"segments": segs, "query": SQUARE_QUERY}, others
+    if task == "gvqa":  # red, then at once the answer colour; evidence: both; options: 3-4 non-red colours
+        k, answer = 3 + index % 2, (index // 2) % (3 + index % 2)
+        options = [str(c) for c in rng.choice(others, size=k, replace=False)]
+        lr, lx = (int(x) for x in rng.integers(1, 4, size=2))
+        (a,) = _place(rng, d, [lr + lx])
+        _paint(tl, "red", [a], [lr])
+        _paint(tl, options[answer], [a + lr], [lx])
+        fields = {
+            "segments": [[float(a), float(a + lr + lx)]],
+            "question": GVQA_QUESTION,
+            "options": options,
+            "answer": "ABCDEFGH"[answer],
+        }
+        return tl, fields, [c for i, c in enumerate(options) if i != answer]
+    if task == "tal":  # 1-4 yellow flashes of 1-2 s, at least 1 s apart
+        lengths = _fitting(rng, d, int(rng.integers(1, 5)), 1, 2, 1)
+        segs = _paint(tl, "yellow", _place(rng, d, lengths, 1), lengths)
+        return tl, {"segments": segs, "action": TAL_ACTION}, [c for c in COLOURS if c != "yellow"]
+    raise ValueError(f"unknown task {task!r}; expected one of {MULTITASK_TASKS}")
+
+
+def _distract(rng: np.random.Generator, timeline: list, colours: Sequence[str], rate: float) -> None:
+    """In place: each maximal run of empty seconds gets, with probability ``rate``, one distractor run (a random
+    colour of ``colours``, random length and offset inside the gap). Targets never touch a run of their own
+    colour because distractor colours exclude every target colour."""
+    for start, end in _true_runs([c is None for c in timeline]):
+        if not colours or rng.random() >= rate:
+            continue
+        n = int(rng.integers(1, end - start + 1))
+        s = start + int(rng.integers(0, end - start - n + 1))
+        timeline[s : s + n] = [str(rng.choice(list(colours)))] * n
+
+
+def multitask_sample(
+    task: str,
+    split: str,
+    index: int,
+    *,
+    min_seconds: int = 8,
+    max_seconds: int = 15,
+    distractors: float = 0.5,
+    seed: int = 0,
+) -> tuple[list[str | None], dict]:
+    """(timeline, sample) of video ``index`` of ``task`` in ``split``: one colour name or None (white) per second,
+    and its SPEC sample. Drawn from its own random stream (seed, task, split, index), so one video does not
+    depend on the counts or the other tasks asked for. ``distractors``: the chance that a run of empty seconds
+    shows a distractor colour (one that no answer of the sample is about)."""
+    if task not in MULTITASK_TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {MULTITASK_TASKS}")
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    rng = np.random.default_rng([seed, MULTITASK_TASKS.index(task), ("train", "val").index(split), index])
+    d = int(rng.integers(min_seconds, max_seconds + 1))
+    timeline, fields, distractor_colours = _world(task, rng, d, index)
+    _distract(rng, timeline, distractor_colours, distractors)
+    vid = f"{split}_{task}{index}"
+    sid = {"tg": f"{vid}#0", "dtg": vid, "vhd": f"{vid}#0", "gvqa": f"{vid}_0", "tal": f"{vid}#{TAL_ACTION}"}[task]
+    sample = {
+        "id": sid,
+        "task": task,
+        "video": vid,
+        "duration": float(d),
+        **fields,
+        "source": f"synthetic_multitask:{split}",
+    }
+    return timeline, sample
+
+
+def make_multitask_dataset(
+    root: str,
+    *,
+    num_train: int = 236,
+    num_val: int = 64,
+    tasks: Sequence[str] = MULTITASK_TASKS,
+    min_seconds: int = 8,
+    max_seconds: int = 15,
+    size: int = 56,
+    distractors: float = 0.5,
+    seed: int = 0,
+    tokenizer: bool = True,
+) -> dict[str, str]:
+    """The demo's five-task world, fully offline: ``num_train`` + ``num_val`` videos PER TASK, one sample each.
+
+    Each video lasts a whole number of seconds in [min_seconds, max_seconds] and shows ``multitask_sample``'s
+    timeline on the clock (``marker_frame``, 2 frames per second). Writes ``root/videos/<split>_<task><i>.mp4``,
+    ``root/frames/`` (``extract_frames`` at 2 fps), ``root/train.jsonl`` and ``root/val.jsonl`` (the tasks
+    interleaved, split by video) and, with ``tokenizer``, ``root/tokenizer`` (the tiny tokenizer). Returns
+    those paths under ``videos``, ``frames``, ``train``, ``val``, ``tokenizer``. Deterministic in its arguments.
+    """
+    import os
+
+    from data_pipeline import extract_frames
+    from data_pipeline.schema import validate_sample, write_jsonl
+
+    tasks = tuple(tasks)
+    if not tasks or len(set(tasks)) != len(tasks) or not set(tasks) <= set(MULTITASK_TASKS):
+        raise ValueError(f"tasks must be distinct names among {MULTITASK_TASKS}, got {tasks}")
+    if not 6 <= min_seconds <= max_seconds <= _GRID * _GRID:
+        raise ValueError(f"need 6 <= min_seconds <= max_seconds <= 16, got {min_seconds}, {max_seconds}")
+    if num_train < 1 or num_val < 0:
+        raise ValueError(f"need num_train >= 1 and num_val >= 0, got {num_train}, {num_val}")
+    if not 0.0 <= distractors <= 1.0:
+        raise ValueError(f"distractors is a probability in [0, 1], got {distractors}")
+    if size < _GRID * 2 or size % _GRID:
+        raise ValueError(f"size must be a multiple of {_GRID} and >= {_GRID * 2} px, got {size}")
+    vdir, fdir = os.path.join(root, "videos"), os.path.join(root, "frames")
+    os.makedirs(vdir, exist_ok=True)
+    out = {"videos": vdir, "frames": fdir}
+    world = dict(min_seconds=min_seconds, max_seconds=max_seconds, distractors=distractors, seed=seed)
+    for split, count in (("train", num_train), ("val", num_val)):
+        samples = []
+        for i in range(count):
+            for task in tasks:
+                timeline, sample = multitask_sample(task, split, i, **world)
+                validate_sample(sample)
+                frames = (marker_frame(s, c, size=size) for s, c in enumerate(timeline) for _ in range(2))
+                write_frames(os.path.join(vdir, sample["video"] + ".mp4"), frames, fps=2, size=(size, size))
+                samples.append(sample)
+        out[split] = os.path.join(root, f"{split}.jsonl")
+        write_jsonl(out[split], samples)
+    settings = extract_frames.Settings(fps=2.0, max_frames=448)
     with open(os.devnull, "w") as quiet:
         extract_frames.run(extract_frames.list_videos(vdir), fdir, settings, progress=False, log=quiet)
     if tokenizer:
