@@ -385,7 +385,8 @@ def _sample_video(line: str, where: str) -> str:
     try:
         sample = json.loads(line)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        what = e.msg.removesuffix(" at")  # "Unterminated string starting at" + " at column N"
+        raise ValueError(f"{where}: not valid JSON ({what} at column {e.colno})") from None
     vid = sample.get("video") if isinstance(sample, dict) else None
     if not isinstance(vid, str) or not vid:
         raise ValueError(f"{where}: field 'video': {vid!r} is not a video id")

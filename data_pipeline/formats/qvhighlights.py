@@ -49,7 +49,8 @@ def convert(paths: list[str], ctx: Context) -> None:
             ctx.count(path)
             loc = where(path, lineno)
             if isinstance(rec, json.JSONDecodeError):
-                ctx.report.add("bad_json", loc, "line", f"not valid JSON ({rec.msg} at column {rec.colno})")
+                what = rec.msg.removesuffix(" at")  # "Unterminated string starting at" + " at column N"
+                ctx.report.add("bad_json", loc, "line", f"not valid JSON ({what} at column {rec.colno})")
                 continue
             if not isinstance(rec, dict):
                 ctx.report.add("bad_json", loc, "line", f"a JSON {type(rec).__name__}, not an object")
