@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status."""
     args = _parser().parse_args(argv)
     err = sys.stderr
+    if any(os.path.abspath(p) == os.path.abspath(args.output) for p in args.input if not fileio.is_remote(p)):
+        print(f"convert: error: --output {args.output} is one of the --input files (it would be replaced)", file=err)
+        return 2
     try:
         ctx = convert_files(args.format, args.input, split=args.split, video_prefix=args.video_prefix)
     except InputError as e:

@@ -54,13 +54,33 @@ class Context:
         self.samples.append(sample)
 
 
+class _RepeatedKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _RepeatedKey(k)
+            seen.add(k)
+    return out
+
+
 def load_json(path: str) -> Any:
-    """Parse a whole JSON document; a syntax error fails with the file, line and column."""
+    """Parse a whole JSON document; a syntax error fails with the file, line and column, and a key repeated
+    within one object (``json`` would silently keep only its last value, e.g. one of two entries of a video)
+    fails naming the key."""
     text = read_text(path)
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+    except _RepeatedKey as e:
+        key = e.args[0]
+        raise InputError(f"{path}: key {key!r} appears twice in one JSON object (one value would be lost)") from None
 
 
 def _read_bytes(path: str) -> bytes:

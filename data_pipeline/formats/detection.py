@@ -138,7 +138,8 @@ def convert(paths: list[str], ctx: Context, *, dataset: str) -> None:
                 if not isinstance(rec, dict):
                     ctx.report.add("missing_field", loc, vid, "video entry is not an object")
                     continue
-                subset = str(rec.get("subset", "unspecified"))
+                subset = rec.get("subset")
+                subset = subset if isinstance(subset, str) and subset else "unspecified"
                 if split is not None and subset != split:
                     ctx.report.add("other_split", loc, "subset", f"{subset!r} is not {split!r}")
                     continue

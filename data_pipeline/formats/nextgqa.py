@@ -64,6 +64,8 @@ def convert(paths: list[str], ctx: Context) -> None:
         check_records(path, list(data.values()), GSUB_REQUIRED, scope="$.<video_id>")
         for vid, rec in data.items():
             ctx.count(path, record=False)
+            if vid in grounding:
+                raise InputError(f"{path}: video {vid!r} is also in {grounding[vid][1]}: which grounding to use?")
             grounding[str(vid)] = (rec, path)
     used: set[tuple[str, str]] = set()
     for path in csvs:

@@ -243,3 +243,47 @@ def test_clipping_message_shows_the_values_compared(tmp_path):
         f"{path}:$.v: timestamps[0]: end 95.04 > duration 95.03999999999999 set to 95.03999999999999 "
         "[clipped_end -> clip]"
     ]
+
+
+def test_repeated_json_key_fails_instead_of_losing_a_value(tmp_path):
+    """Before: json kept the last of two 'v_a' entries; the first video's captions vanished silently."""
+    text = '{"v_a": {"duration": 10, "timestamps": [[0, 1]], "sentences": ["x"]},\n "v_a": {"duration": 5}}'
+    path = _write(tmp_path / "val_1.json", text)
+    assert _fails("activitynet_captions_tg", [path]) == (
+        f"{path}: key 'v_a' appears twice in one JSON object (one value would be lost)"
+    )
+
+
+def test_nextgqa_video_in_two_gsub_files(tmp_path):
+    """Before: the later file's grounding silently replaced the earlier one's."""
+    ok = _write(tmp_path / "val.csv", f"{NEXTGQA_HEADER}\n1,0,what?,a,CW,a,b,c,d,e\n")
+    g1 = _write(tmp_path / "gsub_val.json", GSUB)
+    g2 = _write(tmp_path / "gsub_test.json", {"1": {"duration": 30, "location": {"0": [[5, 6]]}}})
+    assert _fails("nextgqa", [ok, g1, g2]) == f"{g2}: video '1' is also in {g1}: which grounding to use?"
+
+
+def test_detection_null_subset_is_unspecified(tmp_path):
+    """Before: a null 'subset' became the split 'None' (source 'hacs:None')."""
+    db = {"database": {"v": {"subset": None, "duration": 9, "annotations": [{"label": "X", "segment": [1, 2]}]}}}
+    ctx = convert_files("hacs", [_write(tmp_path / "hacs.json", db)])
+    assert [s["source"] for s in ctx.samples] == ["hacs:unspecified"]
+
+
+def test_convert_refuses_to_overwrite_its_input(tmp_path, capsys):
+    good = {"qid": 1, "query": "q", "vid": "v", "duration": 10, "relevant_windows": [[0, 2]]}
+    path = _write(tmp_path / "highlight_val_release.jsonl", json.dumps(good) + "\n")
+    assert convert.main(["--format", "qvhighlights", "--input", path, "--output", path]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"convert: error: --output {path} is one of the --input files (it would be replaced)"
+    )
+    assert json.loads((tmp_path / "highlight_val_release.jsonl").read_text()) == good
+
+
+def test_thumos14_durations_message_shows_the_raw_values(tmp_path):
+    """Before: "duration None is not a positive number" for a count / fps that cannot be divided."""
+    info = _write(tmp_path / "test_video_info.csv", "video,fps,count\nvideo_test_1,0,300\nvideo_test_2,30,300\n")
+    inst = _write(tmp_path / "test_Annotation.csv", "video,type,start,end\nvideo_test_2,X,1,2\n")
+    ctx = convert_files("thumos14", [inst, info])
+    assert ctx.report.messages("missing_duration") == [
+        f"{info}:2: count/fps: duration '300/0' is not a positive number [missing_duration -> drop_sample]"
+    ]
