@@ -157,7 +157,11 @@ def _check_settings(out_dir: str, settings: Settings) -> None:
     path = fileio.join(out_dir, records.CONFIG_NAME)
     if fileio.exists(path):
         with fileio.open_file(path, "r") as f:
-            old = json.load(f)
+            try:
+                old = json.load(f)
+            except json.JSONDecodeError as e:
+                where = f"{path}:{e.lineno}:{e.colno}"
+                raise ValueError(f"{where}: not valid JSON ({e.msg}); not an extract_frames output?") from None
         if old != dataclasses.asdict(settings):
             raise ValueError(
                 f"{path}: this output was extracted with {old}; now asked for "

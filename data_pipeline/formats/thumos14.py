@@ -15,7 +15,8 @@ Samples are written sorted by (video, class), so every input form gives the same
 
 A csv is told apart by its columns (``CSV_KINDS``): one that has any of a kind's columns must have all of
 them; the json needs ``annotations`` per video and ``segment`` / ``label`` per annotation (``subset`` is
-optional: else the split comes from the video id). A missing one fails with one line naming it.
+optional: else the split comes from the video id). A missing one fails with one line naming it. The same
+instance in two inputs (the csv and the evalkit files hold the same annotations) fails: it would count twice.
 """
 
 from __future__ import annotations
@@ -124,12 +125,21 @@ def _gather(kinds: dict[str, str], instance_csvs: list[str], ctx: Context) -> di
     """video -> {split, annotations, locs} from every instance source (csv, evalkit txt, json)."""
     split = _norm_split(ctx.split)
     videos: dict[str, dict] = {}
+    first: dict[tuple, tuple[str, str]] = {}  # (video, class, start, end) -> (input, location)
 
     def add(path: str, vid: str, vsplit: str, label: str, seg, loc: str) -> None:
         ctx.count(path)
         if split is not None and vsplit != split:
             ctx.report.add("other_split", loc, "split", f"{vsplit!r} is not {split!r}")
             return
+        if isinstance(seg, (list, tuple)) and len(seg) == 2:
+            key = (vid, label, to_float(seg[0]), to_float(seg[1]))
+            given, at = first.setdefault(key, (path, loc))
+            if given != path:  # within one file a repeated instance is the annotators', and kept
+                raise InputError(
+                    f"{loc}: {label} instance {list(key[2:])} of {vid} is also in {at}: the same annotations given "
+                    "twice (in two forms?); pass one of them"
+                )
         v = videos.setdefault(vid, {"split": vsplit, "annotations": [], "locs": []})
         v["annotations"].append({"segment": seg, "label": label})
         v["locs"].append(loc)

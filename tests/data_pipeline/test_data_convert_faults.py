@@ -287,3 +287,16 @@ def test_thumos14_durations_message_shows_the_raw_values(tmp_path):
     assert ctx.report.messages("missing_duration") == [
         f"{info}:2: count/fps: duration '300/0' is not a positive number [missing_duration -> drop_sample]"
     ]
+
+
+def test_thumos14_same_instances_in_two_inputs_fail(tmp_path):
+    """Before: the csv and the evalkit files together doubled every segment (6664 for 3332), silently."""
+    info = _write(tmp_path / "test_video_info.csv", "video,fps,count\nvideo_test_1,30,300\n")
+    inst = _write(tmp_path / "test_Annotation.csv", "video,type,start,end\nvideo_test_1,X,1.0,2\nvideo_test_1,X,1,2\n")
+    kit = _write(tmp_path / "X_test.txt", "video_test_1 1 2.0\n")
+    assert _fails("thumos14", [inst, kit, info]) == (
+        f"{kit}:1: X instance [1.0, 2.0] of video_test_1 is also in {inst}:2: the same annotations given twice "
+        "(in two forms?); pass one of them"
+    )
+    # Within one file a repeated instance is kept (the annotators' choice, as the official evaluation keeps it).
+    assert convert_files("thumos14", [inst, info]).samples[0]["segments"] == [[1.0, 2.0], [1.0, 2.0]]

@@ -283,3 +283,15 @@ def test_empty_video_listing_is_refused(tmp_path, capsys):
         assert extract_frames.main(["--videos", str(tmp_path / spec), "--output", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"extract_frames: error: --videos {tmp_path / spec}: {message}"), err
+
+
+def test_corrupt_frames_config_is_named(videos, tmp_path, capsys):
+    """Before: "extract_frames: error: Expecting value: line 1 column 1 (char 0)", no file."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / records.CONFIG_NAME).write_text("")
+    assert extract_frames.main(["--videos", str(videos / "ten_fps.mp4"), "--output", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"extract_frames: error: {out / records.CONFIG_NAME}:1:1: not valid JSON (Expecting value); "
+        "not an extract_frames output?"
+    )
