@@ -9,11 +9,15 @@ Truncation rule: a video whose decodable frames end short of what the file decla
 (``VideoError("truncated: ...")``; ``extract_frames`` skips and lists it, and a rerun retries it). The decoded
 end is the last frame's time plus one frame period. It is compared with
 
-- the duration used for sampling (stream, else container, duration; the container's may be an estimate or
-  cover a longer audio track): rejected below ``TRUNCATION_TOLERANCE`` of it minus 1 s;
+- the duration used for sampling (the largest of the stream, else container, duration and the lengths
+  below; a container's duration may be an estimate, or cover a longer audio track): rejected below
+  ``TRUNCATION_TOLERANCE`` of it minus 1 s;
 - the video track's own length where the container's header states it (``declared_lengths``: the MP4 / MOV
   track duration, the Matroska / WebM track ``DURATION`` tag, the AVI header's frame count / frame rate):
   rejected when short by more than ``max(STREAM_SLACK_S, 2 frame periods)``.
+
+A video that ends short by less than that (but by more than two frame periods and 0.01 s) is kept as the
+shorter video, with ``ExtractedVideo.warning`` saying so.
 """
 
 from __future__ import annotations
@@ -187,7 +191,7 @@ def _jpeg_encoder(width: int, height: int, qscale: int):
 def _check_complete(end: float, duration: float, declared: dict[str, float], period: float, short: bool) -> str:
     """The truncation rule (module docstring) for a stream that ended at ``end`` s; ``short``: before the last
     sampling target. Raises ``VideoError``; returns a warning ("" if none) when the end is short by more than two
-    frame periods but within the tolerance."""
+    frame periods (and 0.01 s, so the two values print differently) but within the tolerance."""
     slack = max(STREAM_SLACK_S, 2 * period)
     for name, length in declared.items():
         if end < length - slack:
@@ -195,7 +199,7 @@ def _check_complete(end: float, duration: float, declared: dict[str, float], per
     if short and end < TRUNCATION_TOLERANCE * duration - 1.0:
         raise VideoError(f"truncated: frames stop at {end:.2f} s of a {duration:.2f} s video")
     name, length = max((declared or {"container's duration": duration}).items(), key=lambda kv: kv[1])
-    if end < length - max(2 * period, 1e-3):
+    if end < length - max(2 * period, 0.01):
         return f"frames stop at {end:.2f} s but the {name} says {length:.2f} s: kept as a {end:.2f} s video"
     return ""
 

@@ -99,7 +99,7 @@ def _decode(data: bytes, path: str, first_line: int = 1, offset: int = 0) -> str
     except UnicodeDecodeError as e:
         line = first_line + data.count(b"\n", 0, e.start)
         raise InputError(
-            f"{path}:{line}: not UTF-8 text ({e.reason}: {data[e.start:e.end]!r} at byte {offset + e.start} "
+            f"{path}:{line}: not UTF-8 text ({e.reason}: {data[e.start : e.end]!r} at byte {offset + e.start} "
             "of the file)"
         ) from None
 
@@ -173,9 +173,7 @@ def csv_header(path: str) -> list[str]:
     return [h.strip() for h in first]
 
 
-def iter_csv(
-    path: str, required: Required, optional: Sequence[str] = ()
-) -> Iterator[tuple[int, dict[str, str]]]:
+def iter_csv(path: str, required: Required, optional: Sequence[str] = ()) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number where the row starts, row dict) per data row; fails (``check_fields``) if a required
     column is absent or the file has no header."""
     reader = csv.DictReader(io.StringIO(read_text(path)))

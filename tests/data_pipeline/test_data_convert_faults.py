@@ -73,8 +73,7 @@ def test_nextgqa_option_columns_and_gsub(tmp_path):
     ok = _write(tmp_path / "ok.csv", f"{NEXTGQA_HEADER}\n1,0,what?,a,CW,a,b,c,d,e\n")
     bad_gsub = _write(tmp_path / "gsub_bad.json", {"1": {"duration": 20, "fps": 30}})
     assert _fails("nextgqa", [ok, bad_gsub]) == (
-        f"{bad_gsub}: missing required field(s) location in $.<video_id> (required: duration, location; "
-        "optional: none)"
+        f"{bad_gsub}: missing required field(s) location in $.<video_id> (required: duration, location; optional: none)"
     )
 
 
@@ -154,8 +153,7 @@ def test_thumos14_structure(tmp_path):
     assert _fails("thumos14", [other, info]).startswith(f"{other}: not a THUMOS14 csv: header ['a', 'b'] has none")
     js = _write(tmp_path / "thumos_gt.json", {"database": {"video_test_1": {"subset": "test"}}})
     assert _fails("thumos14", [js, info]) == (
-        f"{js}: missing required field(s) annotations in $.database.<video> "
-        "(required: annotations; optional: subset)"
+        f"{js}: missing required field(s) annotations in $.database.<video> (required: annotations; optional: subset)"
     )
 
 

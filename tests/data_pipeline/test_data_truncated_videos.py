@@ -69,8 +69,11 @@ def test_half_file_is_truncated_for_every_container(full, name, tmp_path):
     """Half the bytes: before, the AVI was indexed as an 8.4 s video (PyAV says 10 s, its header 20 s)."""
     cut = str(tmp_path / f"cut_{name}.{CONTAINERS[name][0]}")
     synthetic.truncate_file(full[name], cut, 0.5)
-    with pytest.raises(frames.VideoError, match=rf"^truncated: frames stop at \d+\.\d\d s but the {DECLARED[name]} "
-                       r"says 20\.00 s$"):
+    with pytest.raises(
+        frames.VideoError,
+        match=rf"^truncated: frames stop at \d+\.\d\d s but the {DECLARED[name]} "
+        r"says 20\.00 s$",
+    ):
         frames.extract_video(cut, name)
 
 
