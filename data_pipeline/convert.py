@@ -6,7 +6,9 @@
 Every problem in the input is handled by a documented rule (``data_pipeline.schema.RULES``: clip, drop the
 segment, drop the sample, skip, or fail), printed with its file, line (or JSON key path) and field, and
 counted in a summary written next to the output (``<output stem>.summary.json``). Exit status: 0 on success,
-1 when ``--strict`` finds anything dropped, 2 on bad input or usage (one-line reason on stderr).
+1 when ``--strict`` finds anything dropped, 2 on bad input or usage, or when no sample is converted (one-line
+reason on stderr). An input that gives no record while others do is warned about (``empty_inputs`` in the
+summary): a legitimately empty split is possible, and the other inputs' samples are still worth writing.
 """
 
 from __future__ import annotations
@@ -61,12 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit status."""
     args = _parser().parse_args(argv)
     err = sys.stderr
+    if any(os.path.abspath(p) == os.path.abspath(args.output) for p in args.input if not fileio.is_remote(p)):
+        print(f"convert: error: --output {args.output} is one of the --input files (it would be replaced)", file=err)
+        return 2
     try:
         ctx = convert_files(args.format, args.input, split=args.split, video_prefix=args.video_prefix)
     except InputError as e:
         print(f"convert: error: {e}", file=err)
         return 2
     report = ctx.report
+    empty = [p for p in map(os.fspath, args.input) if not ctx.rows[p]]
     tasks = collections.Counter(s["task"] for s in ctx.samples)
     videos = len({s["video"] for s in ctx.samples})
     summary = {
@@ -77,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "samples_per_task": dict(tasks),
         "videos": videos,
         "segments_written": sum(len(s["segments"]) for s in ctx.samples),
+        "empty_inputs": empty,
         **report.summary(),
     }
     for reason, n in sorted(report.counts.items()):
@@ -104,12 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     if not ctx.samples:
         summary["output"] = None
         _write_summary(spath, summary)
+        gave_nothing = f"; no record in {', '.join(empty)}" if empty else ""
         print(
-            f"convert: error: no sample converted from {report.records_read} record(s) of {args.input} "
-            f"(see {spath})",
+            f"convert: error: no sample converted from {report.records_read} record(s) of {args.input}"
+            f"{gave_nothing} (see {spath})",
             file=err,
         )
         return 2
+    for p in empty:
+        print(f"convert: warning: {p}: no record read from this input (empty, or not {args.format}?)", file=err)
     write_jsonl(args.output, ctx.samples)
     _write_summary(spath, summary)
     per_task = ", ".join(f"{t} {n}" for t, n in sorted(tasks.items()))

@@ -8,9 +8,11 @@
   most ``--max-pixels`` and stores them as JPEG, one record per video (format in ``data_pipeline.records``).
 - Resumable: each shard and its index are committed atomically every ``--videos-per-shard`` videos; a rerun
   skips every video already in an index (and refuses different sampling settings for the same output).
-- A corrupt, truncated or unreadable video is reported and skipped, never aborting the run; the failures go
-  to ``failed.jsonl`` and a summary to ``extract_summary.json``. Exit 0, or 1 with ``--strict`` if any video
-  failed, or 2 on bad usage (one-line reason).
+- A corrupt, truncated (rule in ``data_pipeline.frames``) or unreadable video is reported and skipped, never
+  aborting the run; the failures go to ``failed.jsonl`` and a summary to ``extract_summary.json``. A video
+  whose frames end short of its header by less than the rule's tolerance is kept as the shorter video with a
+  warning (printed, and listed under ``warnings`` in the summary). Exit 0, or 1 with ``--strict`` if any
+  video failed, or 2 on bad usage or when there is nothing to extract (one-line reason).
 
 Video ids are file stems (``v_abc.mp4`` -> ``v_abc``), matching the samples' ``video`` field.
 """
@@ -57,8 +59,11 @@ def list_videos(spec: str) -> list[str]:
     if spec.lower().endswith(frames.VIDEO_EXTENSIONS):
         return [spec]
     base = os.path.dirname(os.path.abspath(spec))
-    with open(spec, encoding="utf-8") as f:
-        lines = [ln.strip() for ln in f]
+    try:
+        with open(spec, encoding="utf-8") as f:
+            lines = [ln.strip() for ln in f]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--videos {spec}: neither a video nor a UTF-8 text list of paths ({e.reason})") from None
     return [
         ln if os.path.isabs(ln) else os.path.join(base, ln) for ln in lines if ln and not ln.startswith("#")
     ]
@@ -152,7 +157,11 @@ def _check_settings(out_dir: str, settings: Settings) -> None:
     path = fileio.join(out_dir, records.CONFIG_NAME)
     if fileio.exists(path):
         with fileio.open_file(path, "r") as f:
-            old = json.load(f)
+            try:
+                old = json.load(f)
+            except json.JSONDecodeError as e:
+                where = f"{path}:{e.lineno}:{e.colno}"
+                raise ValueError(f"{where}: not valid JSON ({e.msg}); not an extract_frames output?") from None
         if old != dataclasses.asdict(settings):
             raise ValueError(
                 f"{path}: this output was extracted with {old}; now asked for "
@@ -197,6 +206,7 @@ def run(
         todo.append((path, vid))
     missing = sorted(only - set(seen)) if only is not None else []
     failures: list[dict[str, str]] = []
+    warnings: list[dict[str, str]] = []
     writer = ShardWriter(out_dir, videos_per_shard, settings)
     n_frames = 0
     extracted = 0
@@ -210,6 +220,9 @@ def run(
         nonlocal n_frames, extracted
         status, vid, payload = result
         if status == "ok":
+            if payload.warning:
+                warnings.append({"video": vid, "path": seen[vid], "warning": payload.warning})
+                print(f"extract_frames: warning: {seen[vid]}: {payload.warning}", file=log)
             writer.add(payload)
             n_frames += len(payload.jpegs)
             extracted += 1
@@ -244,6 +257,7 @@ def run(
         "extracted": extracted,
         "already_done": skipped_done,
         "failed": len(failures),
+        "kept_shorter": len(warnings),
         "duplicates": len(duplicates),
         "missing_for_samples": len(missing),
         "frames_written": n_frames,
@@ -251,6 +265,7 @@ def run(
         "seconds": round(time.time() - start, 3),
         "settings": dataclasses.asdict(settings),
         "failures": failures + duplicates,
+        "warnings": warnings,
         "missing_examples": missing[:50],
     }
     with fileio.open_file(fileio.join(out_dir, "failed.jsonl"), "w") as f:
@@ -311,12 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.videos_per_shard < 1:
             raise ValueError("--videos-per-shard must be >= 1")
         videos = list_videos(args.videos)
-        only = None
-        if args.only_samples:
-            only = set()
-            for path in args.only_samples:
-                for _, line in _iter_lines(path):
-                    only.add(json.loads(line)["video"])
+        if not videos:
+            exts = " ".join(frames.VIDEO_EXTENSIONS)
+            raise ValueError(f"--videos {args.videos}: no video found (a directory is searched for {exts})")
+        only = sample_videos(args.only_samples) if args.only_samples else None
         settings = Settings(args.fps, args.max_frames, args.max_pixels, args.jpeg_qscale)
         summary = run(
             videos,
@@ -337,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{s['already_done']} "
         f"already done, {s['failed']} failed, {s['duplicates']} duplicate ids skipped"
         + (f", {s['missing_for_samples']} sample videos not found" if only is not None else "")
+        + (f", {s['kept_shorter']} kept shorter than their header says" if s["kept_shorter"] else "")
         + f"; {s['frames_written']} frames in {s['shards_written']} new shard(s), {s['seconds']:.1f} s "
         f"-> {args.output}",
         file=err,
@@ -351,12 +365,36 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _iter_lines(path: str):
-    from data_pipeline.schema import iter_jsonl
+def sample_videos(paths: list[str]) -> set[str]:
+    """The ``video`` ids of samples JSONL files; ``ValueError("--only-samples FILE:LINE: ...")`` on a bad line,
+    or when the files hold no sample (extracting nothing would be useless)."""
+    out: set[str] = set()
+    for path in paths:
+        if not fileio.exists(path):
+            raise ValueError(f"--only-samples {path}: file not found")
+        try:
+            with fileio.open_file(path, "r") as f:
+                for lineno, line in enumerate(f, 1):
+                    line = line.rstrip("\r\n")  # the rest kept, so a JSON error's column is the file's
+                    if line.strip():
+                        out.add(_sample_video(line, f"--only-samples {path}:{lineno}"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"--only-samples {path}: not UTF-8 text ({e.reason})") from None
+    if not out:
+        raise ValueError(f"--only-samples {' '.join(paths)}: no sample in the file(s): nothing to extract")
+    return out
 
-    if not fileio.exists(path):
-        raise ValueError(f"--only-samples {path}: file not found")
-    return iter_jsonl(path)
+
+def _sample_video(line: str, where: str) -> str:
+    try:
+        sample = json.loads(line)
+    except json.JSONDecodeError as e:
+        what = e.msg.removesuffix(" at")  # "Unterminated string starting at" + " at column N"
+        raise ValueError(f"{where}: not valid JSON ({what} at column {e.colno})") from None
+    vid = sample.get("video") if isinstance(sample, dict) else None
+    if not isinstance(vid, str) or not vid:
+        raise ValueError(f"{where}: field 'video': {vid!r} is not a video id")
+    return vid
 
 
 if __name__ == "__main__":

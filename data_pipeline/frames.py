@@ -4,6 +4,20 @@ Sampling rule (TempR1: 2 fps, at most 448 frames). For a video of ``duration`` s
 ``k / fps`` for ``k = 0 .. ceil(duration * fps) - 1``; when that is more than ``max_frames``, ``max_frames``
 times spread uniformly instead: ``k * duration / max_frames``. Each target takes the decoded frame whose
 timestamp is nearest, and the kept frame's own timestamp (seconds from the start of the stream) is recorded.
+
+Truncation rule: a video whose decodable frames end short of what the file declares is rejected
+(``VideoError("truncated: ...")``; ``extract_frames`` skips and lists it, and a rerun retries it). The decoded
+end is the last frame's time plus one frame period. It is compared with
+
+- the duration used for sampling (the largest of the stream, else container, duration and the lengths
+  below; a container's duration may be an estimate, or cover a longer audio track): rejected below
+  ``TRUNCATION_TOLERANCE`` of it minus 1 s;
+- the video track's own length where the container's header states it (``declared_lengths``: the MP4 / MOV
+  track duration, the Matroska / WebM track ``DURATION`` tag, the AVI header's frame count / frame rate):
+  rejected when short by more than ``max(STREAM_SLACK_S, 2 frame periods)``.
+
+A video that ends short by less than that (but by more than two frame periods and 0.01 s) is kept as the
+shorter video, with ``ExtractedVideo.warning`` saying so.
 """
 
 from __future__ import annotations
@@ -11,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import fractions
 import math
+import re
 
 import numpy as np
 
@@ -31,6 +46,9 @@ VIDEO_EXTENSIONS = (
 )
 # A decode that stops before this share of the announced duration (minus one second) is a truncated file.
 TRUNCATION_TOLERANCE = 0.9
+# A decode that ends more than this many seconds (or two frame periods) before the length the video track's
+# own header declares is a truncated file (see ``declared_lengths``).
+STREAM_SLACK_S = 1.0
 
 
 class VideoError(Exception):
@@ -44,6 +62,7 @@ class ExtractedVideo:
     duration: seconds (container / stream metadata, or the decoded length if that is shorter).
     source_fps: the video's own average frame rate. width, height: size of the stored JPEG frames (px).
     frame_times: float64 [T] seconds of each kept frame. jpegs: T JPEG-encoded frames.
+    warning: why the video was kept shorter than its file declares ("" when it was not).
     """
 
     video: str
@@ -54,6 +73,7 @@ class ExtractedVideo:
     height: int
     frame_times: np.ndarray
     jpegs: list[bytes]
+    warning: str = ""
 
 
 def num_sampled(duration: float, fps: float, max_frames: int) -> int:
@@ -126,6 +146,37 @@ def _probe_duration(container, stream) -> float | None:
     return end
 
 
+def _parse_clock(text: str) -> float | None:
+    """``HH:MM:SS.fraction`` (Matroska's DURATION tag) -> seconds, else None."""
+    m = re.fullmatch(r"\s*(\d+):(\d{1,2}):(\d{1,2}(?:\.\d*)?)\s*", str(text))
+    if not m:
+        return None
+    return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+
+
+def declared_lengths(container, stream, fps: float) -> dict[str, float]:
+    """The video track's own length (seconds) as the file's header states it, keyed by where it comes from.
+
+    MP4 / MOV: the track duration (after edit lists; the frame count is not used, it includes the frames an
+    edit list hides). Matroska / WebM: the track's ``DURATION`` tag. AVI: the header's frame count / frame
+    rate (its stream and container durations are rebuilt from what is left of the index, or the bit rate).
+    Other containers: none (their durations may be estimates).
+    """
+    families = set((container.format.name or "").split(","))
+    out: dict[str, float] = {}
+    tb = stream.time_base
+    if families & {"mov", "mp4"} and stream.duration and tb is not None and stream.duration > 0:
+        out["MP4/MOV track duration"] = float(stream.duration * tb)
+    if families & {"matroska", "webm"}:
+        tag = next((v for k, v in stream.metadata.items() if k.upper().split("-")[0] == "DURATION"), None)
+        d = _parse_clock(tag) if tag else None
+        if d:
+            out["Matroska track DURATION tag"] = d
+    if "avi" in families and stream.frames and fps > 0:
+        out[f"AVI header ({stream.frames} frames at {fps:g} fps)"] = stream.frames / fps
+    return out
+
+
 def _jpeg_encoder(width: int, height: int, qscale: int):
     import av
 
@@ -135,6 +186,56 @@ def _jpeg_encoder(width: int, height: int, qscale: int):
     ctx.time_base = fractions.Fraction(1, 25)
     ctx.qmin = ctx.qmax = int(qscale)
     return ctx
+
+
+def _check_complete(end: float, duration: float, declared: dict[str, float], period: float, short: bool) -> str:
+    """The truncation rule (module docstring) for a stream that ended at ``end`` s; ``short``: before the last
+    sampling target. Raises ``VideoError``; returns a warning ("" if none) when the end is short by more than two
+    frame periods (and 0.01 s, so the two values print differently) but within the tolerance."""
+    slack = max(STREAM_SLACK_S, 2 * period)
+    for name, length in declared.items():
+        if end < length - slack:
+            raise VideoError(f"truncated: frames stop at {end:.2f} s but the {name} says {length:.2f} s")
+    if short and end < TRUNCATION_TOLERANCE * duration - 1.0:
+        raise VideoError(f"truncated: frames stop at {end:.2f} s of a {duration:.2f} s video")
+    name, length = max((declared or {"container's duration": duration}).items(), key=lambda kv: kv[1])
+    if end < length - max(2 * period, 0.01):
+        return f"frames stop at {end:.2f} s but the {name} says {length:.2f} s: kept as a {end:.2f} s video"
+    return ""
+
+
+def _decode(container, stream, targets: np.ndarray, horizon: float, period: float, keep) -> tuple:
+    """Decode in order, calling ``keep(item)`` with the (ordinal, time, frame) nearest to each target.
+
+    Decoding goes on past the last target up to ``horizon`` seconds (so the truncation checks can see where
+    the frames end). Returns (targets kept, last item or None, whether the stream ended before ``horizon``).
+    A decode error before the last target raises ``VideoError``; after it, it ends the stream.
+    """
+    import av
+
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    prev = None  # (ordinal, time, frame) of the previous decoded frame
+    j, ordinal = 0, 0
+    try:
+        for frame in container.decode(stream):
+            if frame.time is not None:
+                t = float(frame.time) - start
+            else:
+                t = prev[1] + period if prev is not None else 0.0
+            cur = (ordinal, t, frame)
+            while j < len(targets) and targets[j] <= t:
+                nearer_prev = prev is not None and targets[j] - prev[1] <= t - targets[j]
+                keep(prev if nearer_prev else cur)
+                j += 1
+            prev = cur
+            ordinal += 1
+            if j >= len(targets) and t + period >= horizon:
+                return j, prev, False
+    except av.FFmpegError as e:
+        if j < len(targets):
+            at = prev[1] if prev is not None else 0.0
+            raise VideoError(f"decoding failed after {ordinal} frames ({at:.2f} s): {e}") from None
+    return j, prev, True
 
 
 def extract_video(
@@ -170,18 +271,15 @@ def extract_video(
             raise VideoError(f"video stream has no frame size ({src_w}x{src_h})")
         rate = stream.average_rate or stream.guessed_rate
         source_fps = float(rate) if rate else 0.0
+        period = 1.0 / source_fps if source_fps else 0.0
+        declared = declared_lengths(container, stream, source_fps)
         duration = _probe_duration(container, stream)
         if duration is None or not duration > 0:
             raise VideoError("cannot determine the duration (no timestamps)")
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        duration = max([duration, *declared.values()])  # the AVI header outlives a lost index
         targets = sample_times(duration, fps, max_frames)
         out_w, out_h = output_size(src_w, src_h, max_pixels)
         encoder = _jpeg_encoder(out_w, out_h, jpeg_qscale)
-
-        def encode(frame) -> bytes:
-            packets = encoder.encode(frame.reformat(width=out_w, height=out_h, format="yuvj420p"))
-            return b"".join(bytes(p) for p in packets)
-
         times: list[float] = []
         jpegs: list[bytes] = []
         cached: tuple[int, bytes] | None = None  # (frame ordinal, JPEG): two targets may take one frame
@@ -189,39 +287,19 @@ def extract_video(
         def keep(item) -> None:
             nonlocal cached
             if cached is None or cached[0] != item[0]:
-                cached = (item[0], encode(item[2]))
+                packets = encoder.encode(item[2].reformat(width=out_w, height=out_h, format="yuvj420p"))
+                cached = (item[0], b"".join(bytes(p) for p in packets))
             times.append(item[1])
             jpegs.append(cached[1])
 
-        prev = None  # (ordinal, time, frame) of the previous decoded frame
-        j, ordinal = 0, 0
-        try:
-            for frame in container.decode(stream):
-                if frame.time is not None:
-                    t = float(frame.time) - start
-                elif prev is not None:
-                    t = prev[1] + (1.0 / source_fps if source_fps else 0.0)
-                else:
-                    t = 0.0
-                cur = (ordinal, t, frame)
-                while j < len(targets) and targets[j] <= t:
-                    nearer_prev = prev is not None and targets[j] - prev[1] <= t - targets[j]
-                    keep(prev if nearer_prev else cur)
-                    j += 1
-                prev = cur
-                ordinal += 1
-                if j >= len(targets):
-                    break
-        except av.FFmpegError as e:
-            at = prev[1] if prev is not None else 0.0
-            raise VideoError(f"decoding failed after {ordinal} frames ({at:.2f} s): {e}") from None
+        horizon = duration - 2 * period  # decoding that far settles the truncation checks
+        j, prev, ended = _decode(container, stream, targets, horizon, period, keep)
         if prev is None:
             raise VideoError("no frame could be decoded")
-        if j < len(targets):
-            # Stream ended before the last targets: the last frame is shown for one frame period.
-            end = prev[1] + (1.0 / source_fps if source_fps else 0.0)
-            if end < TRUNCATION_TOLERANCE * duration - 1.0:
-                raise VideoError(f"truncated: frames stop at {end:.2f} s of a {duration:.2f} s video")
+        warning = ""
+        if ended:
+            end = prev[1] + period  # the last frame is shown for one frame period
+            warning = _check_complete(end, duration, declared, period, short=j < len(targets))
             while j < len(targets) and targets[j] < end:
                 keep(prev)
                 j += 1
@@ -237,6 +315,7 @@ def extract_video(
             height=out_h,
             frame_times=np.asarray(times, np.float64),
             jpegs=jpegs,
+            warning=warning,
         )
     finally:
         container.close()

@@ -506,24 +506,35 @@ class InputError(ValueError):
 
 
 def read_jsonl(path: str) -> list[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a JSONL file; InputError names file and line."""
+    """(line number, object) for each non-blank line of a JSONL file (UTF-8, read line by line).
+
+    InputError names FILE:LINE, with the column of a JSON error or the byte offset (in the file) of a byte
+    that is not UTF-8."""
     rows = []
     try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
+        with open(path, "rb") as f:
+            offset = 0
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    raise InputError(f"{path}:{lineno}: not UTF-8 text ({e.reason}: {raw[e.start:e.end]!r} at byte "
+                                     f"{offset + e.start} of the file, byte {e.start + 1} of the line)") from None
+                offset += len(raw)
+                if lineno == 1:
+                    line = line.removeprefix("\ufeff")
                 if not line.strip():
                     continue
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise InputError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+                    what = e.msg.removesuffix(" at")  # "Unterminated string starting at" + " at column N"
+                    raise InputError(f"{path}:{lineno}: invalid JSON ({what} at column {e.colno})") from None
                 if not isinstance(obj, dict):
                     raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
                 rows.append((lineno, obj))
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     return rows
 
 
@@ -556,6 +567,8 @@ def score_files(completions_path: str, samples_path: str, *, think: str = "optio
         except ValueError as e:
             raise InputError(f"{samples_path}:{lineno}: {e}") from None
         samples[sid] = (lineno, obj)
+    if not samples:
+        raise InputError(f"{samples_path}: no sample in the file (nothing to score against)")
     rows = []
     for lineno, obj in read_jsonl(completions_path):
         cid, text = obj.get("id"), obj.get("completion")
@@ -566,6 +579,8 @@ def score_files(completions_path: str, samples_path: str, *, think: str = "optio
         if not isinstance(text, str):
             raise InputError(f"{completions_path}:{lineno}: field 'completion' must be a string, got {text!r}")
         rows.append((cid, text))
+    if not rows:
+        raise InputError(f"{completions_path}: no completion in the file (nothing to score)")
     results = []
     for lo in range(0, len(rows), chunk):
         part = rows[lo: lo + chunk]

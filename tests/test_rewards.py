@@ -460,6 +460,49 @@ def test_cli_missing_file_and_bad_weights(tmp_path, capsys):
     assert "unknown key 'speed'" in capsys.readouterr().err
 
 
+def test_cli_json_error_gives_file_line_and_column(tmp_path, capsys):
+    """A truncated line: before, 'at column 1' (the decoder's position after the line's newline)."""
+    s = write_jsonl(tmp_path / "s.jsonl", [{"id": "a", **TG}])
+    cut = '{"id": "a", "completion": "<answer>15 to 25</answer><think>x'
+    c = write_jsonl(tmp_path / "c.jsonl", [{"id": "a", "completion": "x"}, cut])
+    assert R.main(["--completions", c, "--samples", s]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {c}:2: invalid JSON (Unterminated string starting at column 27)", err
+    c2 = write_jsonl(tmp_path / "c2.jsonl", ['{"id": "a", "completion": "x"'])
+    assert R.main(["--completions", c2, "--samples", s]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {c2}:1: invalid JSON (Expecting ',' delimiter at column 30)"
+
+
+def test_cli_non_utf8_byte_offset_is_the_files(tmp_path, capsys):
+    """Past the text decoder's first 8 KiB chunk: before, the offset was the one inside that chunk."""
+    s = write_jsonl(tmp_path / "s.jsonl", [{"id": "a", **TG}])
+    good = (json.dumps({"id": "a", "completion": "y" * 100}) + "\n").encode()
+    bad = b'{"id": "a", "completion": "caf\xe9"}\n'
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(good * 200 + bad)
+    col = bad.index(b"\xe9")
+    at = len(good) * 200 + col
+    assert at > 8192
+    assert R.main(["--completions", str(path), "--samples", s]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {path}:201: not UTF-8 text (invalid continuation byte: b'\\xe9' at byte {at} of the file, "
+        f"byte {col + 1} of the line)"
+    )
+
+
+def test_cli_refuses_empty_files(tmp_path, capsys):
+    """Before: 'wrote 0 rows', exit 0."""
+    s = write_jsonl(tmp_path / "s.jsonl", [{"id": "a", **TG}])
+    empty = write_jsonl(tmp_path / "c.jsonl", ["", "  "])
+    assert R.main(["--completions", empty, "--samples", s]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {empty}: no completion in the file (nothing to score)"
+    no_samples = write_jsonl(tmp_path / "none.jsonl", [])
+    c = write_jsonl(tmp_path / "c2.jsonl", [{"id": "a", "completion": "x"}])
+    assert R.main(["--completions", c, "--samples", no_samples]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {no_samples}: no sample in the file (nothing to score against)"
+    assert not (tmp_path / "c.rewards.jsonl").exists() and not (tmp_path / "c2.rewards.jsonl").exists()
+
+
 def test_cli_module_on_the_examples(tmp_path):
     """The README quick start's main job, as a real `python -m` process."""
     out = tmp_path / "rewards.jsonl"

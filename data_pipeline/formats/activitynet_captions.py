@@ -3,15 +3,19 @@
 Used by ``activitynet_captions_tg`` (one tg sample per sentence, id ``<video>#<k>``),
 ``activitynet_captions_dtg`` and ``youcook2`` (one dtg sample per video, queries in sentence order, id
 ``<video>``), and by ``charades_sta`` for the TimeZero-style json (same layout). A dtg query whose segment
-is dropped is dropped with it (so queries and segments stay paired) and reported.
+is dropped is dropped with it (so queries and segments stay paired) and reported. Each video entry needs
+``REQUIRED``; a file where no entry has one of them fails with one line naming it (an entry without it is
+dropped and reported).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from data_pipeline.formats.common import Context, kind_of, load_json
+from data_pipeline.formats.common import Context, check_records, kind_of, load_json
 from data_pipeline.schema import InputError, clean_duration, clean_segment, clean_text, infer_split, where
+
+REQUIRED = ("duration", "timestamps", "sentences")
 
 
 def convert_captions(
@@ -20,9 +24,10 @@ def convert_captions(
     """Emit the samples of one parsed captions document into ``ctx``."""
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object {{video: {{duration, timestamps, sentences}}}}")
+    check_records(path, list(data.values()), REQUIRED, scope="$.<video>")
     source = f"{dataset}:{split or 'unspecified'}"
     for vid, rec in data.items():
-        ctx.report.records_read += 1
+        ctx.count(path)
         loc = where(path, key=vid)
         if not isinstance(rec, dict):
             ctx.report.add("missing_field", loc, vid, "video entry is not an object")

@@ -8,6 +8,11 @@ Accepted inputs (give the files together in ``--input``):
 - the coco-caption-style json ``{"annotations": [{"image_id": "VID.mp4", "caption", "timestamp"}]}`` (VTG-LLM)
   plus the Charades csv for durations.
 
+Required: the csv's ``id`` and ``length`` columns; each coco annotation's ``image_id``, ``caption`` and
+``timestamp``; for the TimeZero json see ``activitynet_captions``. A file without one of them fails with one
+line naming it. A csv row with a blank or invalid ``length`` drops its video's queries, each reported at its
+own line with the csv line.
+
 Known quirk of the public files: 562 of the 3720 test queries end after the csv duration; they are clipped to
 it (rule ``clipped_end``), so all 3720 queries are kept.
 """
@@ -15,19 +20,22 @@ it (rule ``clipped_end``), so all 3720 queries are kept.
 from __future__ import annotations
 
 from data_pipeline.formats import activitynet_captions
-from data_pipeline.formats.common import Context, csv_header, iter_csv, kind_of, load_json, read_text
+from data_pipeline.formats.common import Context, check_records, iter_csv, kind_of, load_json, read_text
 from data_pipeline.schema import InputError, clean_duration, clean_segment, clean_text, infer_split, where
 
 DATASET = "charades_sta"
+CSV_REQUIRED = ("id", "length")
+COCO_REQUIRED = ("image_id", "caption", "timestamp")
 
 
-def _durations(csv_paths: list[str], ctx: Context) -> dict[str, tuple[float, str]]:
-    out: dict[str, tuple[float, str]] = {}
+def _durations(csv_paths: list[str], ctx: Context) -> dict[str, tuple[float | None, str]]:
+    """video id -> (duration, or None when the csv's length is blank / invalid; the csv FILE:LINE)."""
+    out: dict[str, tuple[float | None, str]] = {}
     for path in csv_paths:
-        for line, row in iter_csv(path, ("id", "length")):
+        for line, row in iter_csv(path, CSV_REQUIRED):
+            ctx.count(path, record=False)
             d = clean_duration(row["length"], ctx.report, where(path, line), "length")
-            if d is not None:
-                out[row["id"]] = (d, where(path, line))
+            out[row["id"]] = (d, where(path, line))
     return out
 
 
@@ -35,7 +43,10 @@ def _emit(ctx: Context, vid: str, k: int, text: str, seg_raw: list, durations, l
     if vid not in durations:
         ctx.report.add("unknown_video", loc, "video", f"{vid!r} is not in the Charades csv (no duration)")
         return
-    duration = durations[vid][0]
+    duration, csv_loc = durations[vid]
+    if duration is None:
+        ctx.report.add("missing_duration", loc, "video", f"{vid!r} has a blank or invalid length at {csv_loc}")
+        return
     seg = clean_segment(seg_raw, duration, ctx.report, loc, "segment")
     if seg is None:
         return
@@ -64,7 +75,7 @@ def _convert_txt(path: str, ctx: Context, durations, source: str) -> None:
     for lineno, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
-        ctx.report.records_read += 1
+        ctx.count(path)
         loc = where(path, lineno)
         head, sep, sent = line.partition("##")
         parts = head.split()
@@ -84,9 +95,10 @@ def _convert_coco(data: dict, path: str, ctx: Context, durations, source: str) -
     anns = data.get("annotations")
     if not isinstance(anns, list):
         raise InputError(f"{path}: 'annotations' is not a list")
+    check_records(path, anns, COCO_REQUIRED, scope="$.annotations[*]")
     counters: dict[str, int] = {}
     for i, ann in enumerate(anns):
-        ctx.report.records_read += 1
+        ctx.count(path)
         loc = where(path, key=f"annotations[{i}]")
         image_id = ann.get("image_id") if isinstance(ann, dict) else None
         if not isinstance(image_id, str) or not image_id:
@@ -105,10 +117,6 @@ def convert(paths: list[str], ctx: Context) -> None:
     """Convert Charades-STA files (see the module docstring for the accepted combinations)."""
     kinds = {p: kind_of(p) for p in paths}
     csvs = [p for p, k in kinds.items() if k == "csv"]
-    for p in csvs:
-        header = csv_header(p)
-        if "id" not in header or "length" not in header:
-            raise InputError(f"{p}:1: expected the Charades csv with columns 'id' and 'length', got {header}")
     durations = _durations(csvs, ctx) if csvs else None
     for path, kind in kinds.items():
         if kind == "csv":

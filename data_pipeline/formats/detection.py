@@ -12,16 +12,32 @@ Accepted inputs:
 
 ``--split`` keeps one subset (``train``/``val``/``test`` stand for ``training``/``validation``/``testing``).
 Videos without annotations (the testing subset) are skipped and counted (``no_annotations``).
+
+Required: ``duration`` (BSN: ``duration_second`` or ``duration``) and ``annotations`` per video, ``segment``
+and ``label`` per annotation, ``video`` and ``subset`` in the csv; optional: the database's ``subset`` (else
+``unspecified``). A file where no record has a required field fails with one line naming it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from data_pipeline.formats.common import Context, csv_header, iter_csv, kind_of, load_json
+from data_pipeline.formats.common import Context, check_records, iter_csv, kind_of, load_json
 from data_pipeline.schema import InputError, clean_duration, clean_segment, clean_text, where
 
 SPLIT_ALIASES = {"train": "training", "val": "validation", "test": "testing"}
+DATABASE_REQUIRED = ("duration", "annotations")
+BSN_REQUIRED = (("duration_second", "duration"), "annotations")
+ANNOTATION_REQUIRED = ("segment", "label")
+CSV_REQUIRED = ("video", "subset")
+
+
+def check_videos(path: str, videos: dict, required, optional: tuple[str, ...], scope: str) -> None:
+    """The structure check of a {video: {..., "annotations": [{segment, label}]}} mapping (``check_records``)."""
+    check_records(path, list(videos.values()), required, optional, scope=scope)
+    anns = [a for r in videos.values() if isinstance(r, dict) and isinstance(r.get("annotations"), list)
+            for a in r["annotations"]]
+    check_records(path, anns, ANNOTATION_REQUIRED, scope=f"{scope}.annotations[*]")
 
 
 def normalize_split(split: str | None) -> str | None:
@@ -88,10 +104,11 @@ def emit_video(
         )
 
 
-def _subsets_from_csv(paths: list[str]) -> dict[str, str]:
+def _subsets_from_csv(paths: list[str], ctx: Context) -> dict[str, str]:
     out: dict[str, str] = {}
     for path in paths:
-        for _, row in iter_csv(path, ("video", "subset")):
+        for _, row in iter_csv(path, CSV_REQUIRED):
+            ctx.count(path, record=False)
             out[row["video"]] = row["subset"]
     return out
 
@@ -100,10 +117,7 @@ def convert(paths: list[str], ctx: Context, *, dataset: str) -> None:
     """Convert ActivityNet-1.3 / HACS detection annotations (see the module docstring)."""
     kinds = {p: kind_of(p) for p in paths}
     csvs = [p for p, k in kinds.items() if k == "csv"]
-    for p in csvs:
-        if "subset" not in csv_header(p):
-            raise InputError(f"{p}:1: expected a video info csv with columns 'video' and 'subset'")
-    subsets = _subsets_from_csv(csvs) if csvs else {}
+    subsets = _subsets_from_csv(csvs, ctx) if csvs else {}
     split = normalize_split(ctx.split)
     for path, kind in kinds.items():
         if kind == "csv":
@@ -117,13 +131,15 @@ def convert(paths: list[str], ctx: Context, *, dataset: str) -> None:
             db = data["database"]
             if not isinstance(db, dict):
                 raise InputError(f"{path}: 'database' is not an object")
+            check_videos(path, db, DATABASE_REQUIRED, ("subset",), "$.database.<video>")
             for vid, rec in db.items():
-                ctx.report.records_read += 1
+                ctx.count(path)
                 loc = where(path, key=f"database.{vid}")
                 if not isinstance(rec, dict):
                     ctx.report.add("missing_field", loc, vid, "video entry is not an object")
                     continue
-                subset = str(rec.get("subset", "unspecified"))
+                subset = rec.get("subset")
+                subset = subset if isinstance(subset, str) and subset else "unspecified"
                 if split is not None and subset != split:
                     ctx.report.add("other_split", loc, "subset", f"{subset!r} is not {split!r}")
                     continue
@@ -133,8 +149,9 @@ def convert(paths: list[str], ctx: Context, *, dataset: str) -> None:
         else:  # BSN / BMN layout
             if split is not None and not subsets:
                 raise InputError(f"{path}: --split needs the video info csv (video, subset) for this layout")
+            check_videos(path, data, BSN_REQUIRED, (), "$.<video>")
             for vid, rec in data.items():
-                ctx.report.records_read += 1
+                ctx.count(path)
                 loc = where(path, key=vid)
                 if not isinstance(rec, dict):
                     ctx.report.add("missing_field", loc, vid, "video entry is not an object")

@@ -4,6 +4,9 @@ id ``<video_id>_<qid>``; ``question``; ``options`` = the csv's ``a0, a1, ...`` c
 A, B, ...); ``answer`` = the letter of the option whose text equals the csv ``answer``; ``segments`` = the
 grounding ``location[qid]`` intervals (file order); ``duration`` from the gsub json; ``qtype`` keeps the
 question type (CW, CH, TN, TC, TP). Give every csv and its gsub json in ``--input`` (splits may be mixed).
+Required csv columns ``CSV_REQUIRED`` (NExT-GQA has 5 options, a0..a4); optional ``CSV_OPTIONAL`` (``type``,
+and further options a5..a7 in order, without a gap); each gsub video entry needs ``duration`` and ``location``. A file
+without one of them fails with one line naming it.
 The public val gsub lists 570 videos, 3 of which have no question: the 3358 val questions cover 567 videos.
 An answer text equal to several options (test.csv line 3086: 'happy' is both D and E) is dropped.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from data_pipeline.formats.common import Context, iter_csv, kind_of, load_json
+from data_pipeline.formats.common import Context, check_records, csv_header, iter_csv, kind_of, load_json
 from data_pipeline.schema import (
     OPTION_LETTERS,
     InputError,
@@ -24,6 +27,22 @@ from data_pipeline.schema import (
 )
 
 DATASET = "nextgqa"
+CSV_REQUIRED = ("video_id", "qid", "question", "answer", "a0", "a1", "a2", "a3", "a4")
+CSV_OPTIONAL = ("type", "further options a5..a7 without a gap")
+GSUB_REQUIRED = ("duration", "location")
+
+
+def _option_columns(path: str) -> tuple[list[str], tuple[str, ...]]:
+    """The csv's option columns in order, and the required columns (a gap below the last option is missing)."""
+    header = csv_header(path)
+    numbers = sorted(int(c[1:]) for c in header if re.fullmatch(r"a\d+", c))
+    if numbers and numbers[-1] >= len(OPTION_LETTERS):
+        raise InputError(
+            f"{path}: column a{numbers[-1]}: at most {len(OPTION_LETTERS)} options (a0..a{len(OPTION_LETTERS) - 1})"
+        )
+    last = max([4, *numbers])
+    cols = [f"a{i}" for i in range(last + 1)]
+    return cols, CSV_REQUIRED + tuple(cols[5:last])
 
 
 def convert(paths: list[str], ctx: Context) -> None:
@@ -42,16 +61,20 @@ def convert(paths: list[str], ctx: Context) -> None:
         data = load_json(path)
         if not isinstance(data, dict):
             raise InputError(f"{path}: expected {{video_id: {{duration, location, fps}}}}")
+        check_records(path, list(data.values()), GSUB_REQUIRED, scope="$.<video_id>")
         for vid, rec in data.items():
+            ctx.count(path, record=False)
+            if vid in grounding:
+                raise InputError(f"{path}: video {vid!r} is also in {grounding[vid][1]}: which grounding to use?")
             grounding[str(vid)] = (rec, path)
     used: set[tuple[str, str]] = set()
     for path in csvs:
         source = f"{DATASET}:{ctx.split or infer_split(path) or 'unspecified'}"
-        for line, row in iter_csv(path, ("video_id", "qid", "question", "answer", "a0", "a1")):
-            ctx.report.records_read += 1
+        option_cols, required = _option_columns(path)
+        for line, row in iter_csv(path, required, CSV_OPTIONAL):
+            ctx.count(path)
             loc = where(path, line)
             vid, qid = row["video_id"], row["qid"]
-            option_cols = sorted((c for c in row if re.fullmatch(r"a\d+", c or "")), key=lambda c: int(c[1:]))
             if not vid or not qid:
                 ctx.report.add("missing_field", loc, "video_id" if not vid else "qid", "empty")
                 continue
@@ -72,9 +95,6 @@ def convert(paths: list[str], ctx: Context) -> None:
             used.add((vid, qid))
             question = clean_text(row["question"], ctx.report, loc, "question")
             if question is None:
-                continue
-            if len(option_cols) > len(OPTION_LETTERS):
-                ctx.report.add("missing_field", loc, "options", f"{len(option_cols)} options, at most 8")
                 continue
             options = [" ".join((row[c] or "").split()) for c in option_cols]
             if any(not o for o in options):

@@ -2,27 +2,39 @@
 
 One sample per line: id = the dataset's ``qid`` (as a string), ``query``, ``video`` = ``vid``, ``duration``,
 ``segments`` = ``relevant_windows`` (file order; overlapping windows are kept, the rewards merge them). The
-highlight metrics' fields ``relevant_clip_ids`` and ``saliency_scores`` are kept when present. A line without
-``relevant_windows`` (the GT-less test release) is dropped with ``missing_field``.
+highlight metrics' fields ``relevant_clip_ids`` and ``saliency_scores`` are kept when present (``OPTIONAL``).
+Every line needs ``REQUIRED``: a line without one is dropped with ``missing_field``; a file where no line has
+one (e.g. ``relevant_windows`` in the GT-less test release) fails with one line naming it.
 """
 
 from __future__ import annotations
 
 import json
 
-from data_pipeline.formats.common import Context, kind_of
+from data_pipeline.formats.common import Context, check_records, kind_of, read_lines
 from data_pipeline.schema import (
     InputError,
     clean_duration,
     clean_segments,
     clean_text,
     infer_split,
-    iter_jsonl,
     where,
 )
 
 DATASET = "qvhighlights"
-KEEP = ("relevant_clip_ids", "saliency_scores")
+REQUIRED = ("qid", "query", "vid", "duration", "relevant_windows")
+OPTIONAL = KEEP = ("relevant_clip_ids", "saliency_scores")
+
+
+def _parse_lines(path: str) -> list[tuple[int, object]]:
+    """(line number, parsed value or the JSONDecodeError) of the non-blank lines."""
+    out: list[tuple[int, object]] = []
+    for lineno, line in read_lines(path):
+        try:
+            out.append((lineno, json.loads(line)))
+        except json.JSONDecodeError as e:
+            out.append((lineno, e))
+    return out
 
 
 def convert(paths: list[str], ctx: Context) -> None:
@@ -31,13 +43,14 @@ def convert(paths: list[str], ctx: Context) -> None:
         if kind_of(path) != "jsonl":
             raise InputError(f"{path}: qvhighlights expects .jsonl files (one JSON object per line)")
         source = f"{DATASET}:{ctx.split or infer_split(path) or 'unspecified'}"
-        for lineno, line in iter_jsonl(path):
-            ctx.report.records_read += 1
+        lines = _parse_lines(path)
+        check_records(path, [rec for _, rec in lines], REQUIRED, OPTIONAL)
+        for lineno, rec in lines:
+            ctx.count(path)
             loc = where(path, lineno)
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                ctx.report.add("bad_json", loc, "line", f"not valid JSON ({e.msg} at column {e.colno})")
+            if isinstance(rec, json.JSONDecodeError):
+                what = rec.msg.removesuffix(" at")  # "Unterminated string starting at" + " at column N"
+                ctx.report.add("bad_json", loc, "line", f"not valid JSON ({what} at column {rec.colno})")
                 continue
             if not isinstance(rec, dict):
                 ctx.report.add("bad_json", loc, "line", f"a JSON {type(rec).__name__}, not an object")

@@ -42,7 +42,7 @@ def test_charades_messy_lines(tmp_path):
                 "AAA 1.0 5.0##a person opens a door.",  # 1 ok -> AAA#0
                 "AAA 6.0 4.0##reversed.",  # 2 start > end -> dropped
                 "AAA 10 40##ends late.",  # 3 clipped to 30
-                "BBB 1 2##no duration in csv.",  # 4 missing duration (csv line 3) -> unknown video
+                "BBB 1 2##no duration in csv.",  # 4 blank length (csv line 3) -> missing duration
                 "ZZZ 1 2##not in csv.",  # 5 unknown video
                 "garbage line",  # 6 bad line
                 "AAA 31 35##starts after the end.",  # 7 dropped
@@ -59,10 +59,10 @@ def test_charades_messy_lines(tmp_path):
     assert ctx.samples[1]["segments"] == [[10.0, 30.0]] and ctx.samples[2]["segments"] == [[0.0, 3.0]]
     c = ctx.report.counts
     assert c == {
-        "missing_duration": 1,
+        "missing_duration": 2,
         "reversed_segment": 1,
         "clipped_end": 1,
-        "unknown_video": 2,
+        "unknown_video": 1,
         "bad_line": 1,
         "segment_after_end": 1,
         "empty_segment": 1,
@@ -74,6 +74,10 @@ def test_charades_messy_lines(tmp_path):
     assert f"{txt}:2: segment: start 6 > end 4 [reversed_segment -> drop_segment]" in msgs
     assert f"{txt}:6: line: 'garbage line' is not 'vid start end##sentence' [bad_line -> drop_sample]" in msgs
     assert any(m.startswith(f"{txt}:5: video: 'ZZZ' is not in the Charades csv") for m in msgs)
+    # Before: "'BBB' is not in the Charades csv (no duration)", though the csv lists it, with a blank length.
+    assert (
+        f"{txt}:4: video: 'BBB' has a blank or invalid length at {csv}:3 [missing_duration -> drop_sample]" in msgs
+    )
     assert any(m.startswith(f"{txt}:9: sentence:") for m in msgs)
 
 
@@ -149,12 +153,12 @@ def test_qvhighlights_bad_json_and_duplicates(tmp_path):
 def test_nextgqa_unknown_video_and_answers(tmp_path):
     csv = _write(
         tmp_path / "val.csv",
-        "video_id,qid,question,answer,type,a0,a1,a2\n"
-        "1,0,what?,b,CW,a,b,c\n"
-        "2,0,what?,b,CW,a,b,c\n"  # unknown video
-        "1,1,what?,z,CW,a,b,c\n"  # answer not in options
-        "1,2,what?,a,CW,a,a,c\n"  # ambiguous
-        "1,5,what?,a,CW,a,b,c\n",
+        "video_id,qid,question,answer,type,a0,a1,a2,a3,a4\n"
+        "1,0,what?,b,CW,a,b,c,d,e\n"
+        "2,0,what?,b,CW,a,b,c,d,e\n"  # unknown video
+        "1,1,what?,z,CW,a,b,c,d,e\n"  # answer not in options
+        "1,2,what?,a,CW,a,a,c,d,e\n"  # ambiguous
+        "1,5,what?,a,CW,a,b,c,d,e\n",
     )  # no grounding for qid 5
     gsub = _write(
         tmp_path / "gsub_val.json",
@@ -171,7 +175,7 @@ def test_nextgqa_unknown_video_and_answers(tmp_path):
     ctx = convert_files("nextgqa", [csv, gsub])
     assert len(ctx.samples) == 1
     s = ctx.samples[0]
-    assert s["id"] == "1_0" and s["answer"] == "B" and s["options"] == ["a", "b", "c"]
+    assert s["id"] == "1_0" and s["answer"] == "B" and s["options"] == ["a", "b", "c", "d", "e"]
     assert s["segments"] == [[1, 2], [3, 20]]
     c = ctx.report.counts
     assert c == {

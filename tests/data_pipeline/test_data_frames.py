@@ -244,3 +244,54 @@ def test_record_reader_checks_lengths(videos, tmp_path):
     with pytest.raises(ValueError, match="cut short"):
         reader.read(e["shard"], e["offset"] + 8, e["length"])
     reader.close()
+
+
+@pytest.mark.parametrize(
+    "lines,message",
+    [
+        # Before: "Expecting ',' delimiter: line 1 column 15 (char 14)": no file, and the stripped line's place.
+        (
+            ['{"video": "big"}', "", '   {"video": "x" "id": 1}'],
+            r"s\.jsonl:3: not valid JSON \(Expecting ',' delimiter at column 18\)$",
+        ),
+        # Before: "extract_frames: error: 'video'".
+        (['{"video": "big"}', '{"id": "a"}'], r"s\.jsonl:2: field 'video': None is not a video id$"),
+        (["[1, 2]"], r"s\.jsonl:1: field 'video': None is not a video id$"),
+        # Before: exit 0, "0 extracted".
+        (["", "  "], r"s\.jsonl: no sample in the file\(s\): nothing to extract$"),
+    ],
+)
+def test_only_samples_errors_name_file_and_line(videos, tmp_path, capsys, lines, message):
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("\n".join(lines) + "\n")
+    args = ["--videos", str(videos), "--output", str(tmp_path / "o"), "--workers", "0", "--no-progress"]
+    assert extract_frames.main(args + ["--only-samples", str(samples)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"extract_frames: error: --only-samples {samples}"), err
+    assert __import__("re").search(message, err[0]), err[0]
+
+
+def test_empty_video_listing_is_refused(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "list.txt").write_text("# nothing\n\n")
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9.mp4\n")
+    for spec, message in [
+        ("empty", "no video found (a directory is searched for .mp4 .mkv"),
+        ("list.txt", "no video found"),
+        ("latin1.txt", "neither a video nor a UTF-8 text list of paths (invalid continuation byte)"),
+    ]:
+        assert extract_frames.main(["--videos", str(tmp_path / spec), "--output", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"extract_frames: error: --videos {tmp_path / spec}: {message}"), err
+
+
+def test_corrupt_frames_config_is_named(videos, tmp_path, capsys):
+    """Before: "extract_frames: error: Expecting value: line 1 column 1 (char 0)", no file."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / records.CONFIG_NAME).write_text("")
+    assert extract_frames.main(["--videos", str(videos / "ten_fps.mp4"), "--output", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"extract_frames: error: {out / records.CONFIG_NAME}:1:1: not valid JSON (Expecting value); "
+        "not an extract_frames output?"
+    )
