@@ -169,7 +169,7 @@ def _policy_of(cfg: ml_collections.ConfigDict, kind: str, where: str, step: int 
     tokenizer = setup.load_tokenizer(cfg)
     mcfg = setup.model_config(cfg, tokenizer)
     graphdef, target = setup.abstract_params(mcfg, mesh)
-    ckpt = checkpoint.Checkpointer(where, every=1, keep=1 << 30, async_save=False)
+    ckpt = checkpoint.Checkpointer(where, every=1, keep=1 << 30, async_save=False, read_only=True)
     params, step = ckpt.restore_params(target, step=step)
     ckpt.close()
     return tokenizer, graphdef, params, mcfg, cfg, step

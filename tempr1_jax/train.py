@@ -67,11 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sharding.maybe_initialize_distributed(**cfg.distributed)
     try:
         return train(cfg, workdir)
-    except (ValueError, FileNotFoundError) as e:  # bad input: one line (the traceback goes to train.log)
+    except (ValueError, FileNotFoundError, checkpoint.CheckpointWriteError) as e:  # one line (traceback: train.log)
         with open(os.path.join(workdir, "train.log"), "a", encoding="utf-8") as f:
             f.write(traceback.format_exc())
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(e, checkpoint.CheckpointWriteError) else 2
 
 
 def default_workdir(argv: Sequence[str]) -> str:
@@ -271,8 +271,10 @@ def loop(run: Run, state: trainer.TrainState) -> int:
 
     status, compiles = 0, train_log.CompileCounter()
     with jax.set_mesh(run.mesh), checkpoint.PreemptionWatcher() as preempt, compiles:
-        if not trainer.params_finite(state.params):  # (also compiles the check every checkpoint save runs)
-            raise ValueError("the initial or restored params are not finite")
+        try:  # (also compiles the check every checkpoint save runs)
+            run.ckpt.check_state(state)
+        except FloatingPointError as e:
+            raise ValueError(f"the initial or restored state is not finite: {e}") from None
         if run.evaluator is not None and cfg.eval.every > 0 and cfg.eval.at_start and book.step == 0:
             evaluate_at(0, state.params)
         while book.step < stop_at:
