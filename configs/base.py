@@ -1,9 +1,9 @@
 """The trainer's config schema with TempR1's GRPO recipe as defaults.
 
 TempR1 says its GRPO hyperparameters "follow VideoChat-R1", which runs TRL 0.15.1's GRPOTrainer with its
-defaults under the HF Trainer's defaults (../shared/notes/paper.md section 3.2). Each value below names its
+defaults under the HF Trainer's defaults (TempR1's paper, section 3.2). Each value below names its
 source: [VC-R1] = VideoChat-R1's training script, [TRL] = TRL 0.15.1 GRPOConfig default, [HF] = HF
-TrainingArguments default (which TRL inherits), [SPEC] = ../shared/SPEC.md, [ours] = this project's choice.
+TrainingArguments default (which TRL inherits), [SPEC] = the reward and completion rules (docs/rewards.md), [ours] = this project's choice.
 
 Experiment configs (configs/demo.py, configs/tempr1_7b.py...) build on this one and add the model, data and
 rollout blocks. Override anything from the command line: ``--config.grpo.beta=0``.
@@ -83,9 +83,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Rewards: the keyword arguments of tempr1_jax.rewards.compute_rewards.
     c.reward = ml_collections.ConfigDict()
-    c.reward.think = "optional"  # [SPEC] section 2: "optional" (default), "required" or "forbidden"
-    c.reward.weights = ml_collections.ConfigDict(dict(format=1.0, localization=1.0, answer=1.0))  # [SPEC] 3
-    c.reward.sigma = 1.0  # [SPEC] section 3: TAL count reward scale
+    c.reward.think = "optional"  # [SPEC] think modes: "optional" (default), "required" or "forbidden"
+    c.reward.weights = ml_collections.ConfigDict(dict(format=1.0, localization=1.0, answer=1.0))  # [SPEC] total weights
+    c.reward.sigma = 1.0  # [SPEC] tal count reward scale
 
     # The policy (tempr1_jax.models.qwen25vl). Either a local Hugging Face directory (config.json,
     # *.safetensors, tokenizer files) or a preset with random init (demo and tests).

@@ -3,7 +3,7 @@
 JAX-free by design (TensorFlow, numpy, PyAV and a transformers tokenizer only). Modules, imported on demand so
 that the light ones stay light (worker processes import ``frames`` with numpy and PyAV alone):
 
-- ``schema``          the unified samples JSONL record (SPEC section 6), the messy-input rules, JSONL I/O.
+- ``schema``          the unified samples JSONL record (docs/formats.md), the messy-input rules, JSONL I/O.
 - ``formats``         one small converter per public annotation format; ``convert`` is its command line.
 - ``frames``          frame sampling (fps + uniform cap), PyAV decoding, JPEG encoding (numpy + PyAV).
 - ``extract_frames``  the parallel, resumable extraction command writing sharded TFRecords + an index.

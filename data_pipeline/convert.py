@@ -1,4 +1,4 @@
-"""``python -m data_pipeline.convert``: public annotation files -> unified samples JSONL (SPEC sections 5-6).
+"""``python -m data_pipeline.convert``: public annotation files -> unified samples JSONL (docs/formats.md).
 
     python -m data_pipeline.convert --format charades_sta \\
         --input charades_sta_test.txt Charades_v1_test.csv --output charades_test.jsonl

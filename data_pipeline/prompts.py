@@ -1,6 +1,6 @@
 """One prompt template per task, chat messages, and prompt token ids with the video placeholder expanded.
 
-The policy is asked for exactly the completion format of SPEC section 2::
+The policy is asked for exactly the completion format of docs/rewards.md::
 
     [<think> reasoning </think>] <answer> PAYLOAD </answer> [<evidence> INTERVALS </evidence>]
 

@@ -1,4 +1,4 @@
-"""The unified samples record (SPEC section 6), the rules for messy annotations, and samples JSONL I/O.
+"""The unified samples record (docs/formats.md), the rules for messy annotations, and samples JSONL I/O.
 
 A sample is one JSON object per line::
 
@@ -155,6 +155,11 @@ def clean_duration(value: Any, report: Report, loc: str, field: str = "duration"
     return d
 
 
+def _num(x: float) -> str:
+    """A number in a message with every digit it has: ``95.03999999999999``, not ``95.04``; whole numbers bare."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else repr(float(x))
+
+
 def clean_segment(raw: Any, duration: float, report: Report, loc: str, field: str) -> list[float] | None:
     """Apply the segment rules to one ``[start, end]``: returns the (clipped) pair or None if dropped."""
     if not isinstance(raw, (list, tuple)) or len(raw) != 2:
@@ -165,21 +170,21 @@ def clean_segment(raw: Any, duration: float, report: Report, loc: str, field: st
         report.add("bad_segment", loc, field, f"{raw!r} has a non-numeric or non-finite bound")
         return None
     if s > e:
-        report.add("reversed_segment", loc, field, f"start {s:.10g} > end {e:.10g}")
+        report.add("reversed_segment", loc, field, f"start {_num(s)} > end {_num(e)}")
         return None
     if s >= duration:
-        report.add("segment_after_end", loc, field, f"start {s:.10g} >= duration {duration:.10g}")
+        report.add("segment_after_end", loc, field, f"start {_num(s)} >= duration {_num(duration)}")
         return None
     if s < 0:
-        report.add("clipped_start", loc, field, f"start {s:.10g} < 0 set to 0")
+        report.add("clipped_start", loc, field, f"start {_num(s)} < 0 set to 0")
         s = 0.0
     if e > duration:
         report.add(
-            "clipped_end", loc, field, f"end {e:.10g} > duration {duration:.10g} set to {duration:.10g}"
+            "clipped_end", loc, field, f"end {_num(e)} > duration {_num(duration)} set to {_num(duration)}"
         )
         e = duration
     if e <= s:
-        report.add("empty_segment", loc, field, f"[{s:.10g}, {e:.10g}] has zero length")
+        report.add("empty_segment", loc, field, f"[{_num(s)}, {_num(e)}] has zero length")
         return None
     return [s, e]
 
@@ -345,9 +350,20 @@ def write_jsonl(path: str, samples: Iterable[Mapping[str, Any]]) -> int:
 
 
 def iter_jsonl(path: str) -> Iterator[tuple[int, str]]:
-    """(1-based line number, stripped text) of the non-blank lines of a JSONL file."""
-    with fileio.open_file(path, "r") as f:
-        for i, line in enumerate(f, 1):
+    """(1-based line number, stripped text) of the non-blank lines of a JSONL file. Lines split on "\\n" only (a
+    raw U+2028 inside a string stays in its line); a line that is not UTF-8 is a ValueError naming FILE:LINE
+    and the byte's offset in the file."""
+    offset = 0
+    with fileio.open_file(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad = raw[e.start : e.start + 1]
+                raise ValueError(
+                    f"{path}:{i}: not UTF-8 text ({e.reason}: {bad!r} at byte {offset + e.start} of the file)"
+                ) from None
+            offset += len(raw)
             line = line.strip()
             if line:
                 yield i, line

@@ -481,7 +481,7 @@ def multitask_sample(
     seed: int = 0,
 ) -> tuple[list[str | None], dict]:
     """(timeline, sample) of video ``index`` of ``task`` in ``split``: one colour name or None (white) per second,
-    and its SPEC sample. Drawn from its own random stream (seed, task, split, index), so one video does not
+    and its sample (docs/formats.md). Drawn from its own random stream (seed, task, split, index), so one video does not
     depend on the counts or the other tasks asked for. ``distractors``: the chance that a run of empty seconds
     shows a distractor colour (one that no answer of the sample is about)."""
     if task not in MULTITASK_TASKS:

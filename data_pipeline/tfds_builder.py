@@ -61,7 +61,7 @@ class Tempr1Temporal(tfds.core.GeneratorBasedBuilder):
     """TempR1 temporal tasks (tg, dtg, vhd, gvqa, tal): samples with their sampled video frames."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Unified samples (SPEC section 6) + JPEG frames from extract_frames."}
+    RELEASE_NOTES = {"1.0.0": "Unified samples (docs/formats.md) + JPEG frames from extract_frames."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Put one samples JSONL per split in <manual_dir>/samples/<split>.jsonl "
         "(python -m data_pipeline.convert) "

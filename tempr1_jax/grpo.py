@@ -16,7 +16,7 @@ Losses are written as ``numerator / denominator`` where the denominator depends 
 computes the denominator once over the whole batch (``loss_denominator``) and passes it to every micro-batch,
 so gradient accumulation over micro-batches and data-parallel sharding give the same loss as one big batch.
 
-The recipe TempR1 inherits (VideoChat-R1 on TRL 0.15.1, see ../shared/notes/paper.md section 3.2) is the
+The recipe TempR1 inherits (VideoChat-R1's training script on TRL 0.15.1's GRPOTrainer) is the
 default: ``GRPOConfig()``. Its loss per token is ``-(min(rho A, clip(rho) A) - beta k3)``, averaged over the
 tokens of each completion, then over completions.
 """

@@ -3,7 +3,7 @@
 Every number is a percentage in [0, 100] (unrounded float). Times are seconds. Nothing here imports JAX or
 TensorFlow; string parsing happens before this module (``tempr1_jax.evaluate``).
 
-What each task reports (metric names are SPEC section 6; "official" = the script whose numbers we reproduce):
+What each task reports (metric names: docs/formats.md; "official" = the script whose numbers we reproduce):
 
 - ``tg`` / ``dtg``: ``R1@0.3``, ``R1@0.5``, ``R1@0.7``, ``mIoU``. ``tg``: the top-1 window (the first one, as
   in moment_detr / VTG-LLM) against the best-matching ground-truth window. ``dtg``: the i-th predicted window
@@ -20,7 +20,7 @@ What each task reports (metric names are SPEC section 6; "official" = the script
   samples' ``action``; ActivityNet-1.3 t = 0.5:0.05:0.95, THUMOS14 t = 0.3:0.1:0.7).
 
 The rules for awkward predictions live in :class:`Rules`; each has the official behaviour as default unless
-noted, and the alternatives MLLM-style scripts use. See README "## Evaluation" for the table of rules.
+noted, and the alternatives MLLM-style scripts use. docs/evaluation.md has the table of rules.
 """
 
 from __future__ import annotations
@@ -71,10 +71,10 @@ RULE_HELP: dict[str, str] = {
     "match_number=False, VTG-LLM --sample); 'error' refuses (moment_detr match_number=True)",
     "reversed": "a parsed window with start > end: 'zero' keeps it but it overlaps nothing (moment_detr, "
     "VTG-LLM, TimeZero, NExT-GQA); 'swap' reorders it (THUMOS14 kit, E.T.Bench); 'unparsable' discards the "
-    "whole prediction (SPEC section 2, MUSEG)",
+    "whole prediction (docs/rewards.md, MUSEG)",
     "threshold": "'ge': IoU >= t counts (moment_detr, ActivityNet, NExT-GQA, VTG-LLM, TimeZero); 'gt': "
     "IoU > t (2D-TAN, Time-R1 eval_all, THUMOS14 kit)",
-    "clip": "clip parsed 'segments' to [0, duration] (completions are always clipped by the SPEC parser; "
+    "clip": "clip parsed 'segments' to [0, duration] (completions are always clipped by the completion parser; "
     "no official evaluator clips)",
     "r1_window": "window used for R1/mIoU of tg and MR-R1 of vhd: 'first' in output order (moment_detr "
     "compute_mr_r1, VTG-LLM) or 'top_score' (highest score, first on ties)",
@@ -278,7 +278,7 @@ def _union_overlap(
 
 
 def union_iou(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> np.ndarray:
-    """Per-sample |U_p ∩ U_g| / |U_p ∪ U_g| of the unions of each side's intervals (SPEC many-to-one). [N]."""
+    """Per-sample |U_p ∩ U_g| / |U_p ∪ U_g| of the unions of each side's intervals (many-to-one, docs/rewards.md). [N]."""
     inter, _, la = _union_overlap(preds, gts)
     ok = la > 0
     return np.where(ok, inter / np.where(ok, la, 1.0), 0.0)
@@ -897,7 +897,7 @@ def score(
 
 
 def metric_names(task: str) -> Iterable[str]:
-    """The SPEC section 6 headline names of a task (the order tables print them in)."""
+    """The headline names of a task (docs/formats.md) (the order tables print them in)."""
     if task in ("tg", "dtg"):
         return ("R1@0.3", "R1@0.5", "R1@0.7", "mIoU")
     if task == "vhd":

@@ -97,9 +97,9 @@ class GroundTruth:
 
 @dataclasses.dataclass(frozen=True)
 class ParsedCompletion:
-    """What the rules of SPEC section 2 read from one completion.
+    """What the completion rules (docs/rewards.md) read from one completion.
 
-    format: the format reward (SPEC section 3) as a bool.
+    format: the format reward (docs/rewards.md) as a bool.
     intervals: float64 [K, 2] seconds clipped to [0, duration], from the last ``<answer>`` block (gvqa: the
       last ``<evidence>`` block); None when that block is missing or its payload is unparsable.
     letter: gvqa only: the option letter of the last answer block, or None when missing or unparsable.
@@ -169,7 +169,7 @@ def _last_block(text: str, tag: str) -> str | None:
 def parse_interval_payloads(payloads: Sequence[str | None], durations: Sequence[float]) -> Ragged:
     """INTERVALS payloads (None: block missing) -> their intervals in seconds, clipped to [0, duration].
 
-    Grammar (SPEC section 2): zero or more items ``NUMBER to NUMBER`` / ``NUMBER - NUMBER`` separated by ``,``
+    Grammar (docs/rewards.md): zero or more items ``NUMBER to NUMBER`` / ``NUMBER - NUMBER`` separated by ``,``
     or ``;``, optional whitespace, NUMBER a non-negative decimal. One malformed item or one item with
     start > end makes the whole payload unparsable (count -1). Each payload costs one regex match and one
     split; the numbers of the whole batch are converted and checked by numpy at once.
@@ -251,7 +251,7 @@ def _check_think(think: str) -> None:
 
 
 def parse_completion(text: str, sample: Mapping, *, think: str = "optional") -> ParsedCompletion:
-    """Parses one completion against its sample by the rules of SPEC section 2. Never raises on ``text``."""
+    """Parses one completion against its sample by the completion rules (docs/rewards.md). Never raises on ``text``."""
     _check_think(think)
     if not isinstance(text, str):
         raise ValueError(f"completion must be a string, got {type(text).__name__}")
@@ -466,7 +466,7 @@ def _check_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
 
 def compute_rewards(completions: Sequence[str], samples: Sequence[Mapping], *, think: str = "optional",
                     weights: Mapping[str, float] | None = None, sigma: float = 1.0) -> dict[str, np.ndarray]:
-    """Scores completions against their samples (SPEC sections 3-4).
+    """Scores completions against their samples (docs/rewards.md).
 
     completions: B raw model outputs (untrusted; never raises on their content).
     samples: B mappings with ``task``, ``duration`` (s), ``segments`` ([[start, end], ...] s) and, for gvqa,

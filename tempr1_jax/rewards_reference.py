@@ -1,8 +1,8 @@
-"""SPEC section 3 written as plainly as possible: one completion at a time, pure Python, no arrays.
+"""The reward rules of docs/rewards.md written as plainly as possible: one completion at a time, pure Python, no arrays.
 
 This is the oracle that tests compare ``tempr1_jax.rewards`` against and the baseline that
 ``benchmarks/rewards.py`` measures it against. It shares no code with ``tempr1_jax.rewards``: it reads the
-SPEC literally (``re.findall`` for the last block, a full dynamic-programming table, merge-then-sweep unions),
+rules literally (``re.findall`` for the last block, a full dynamic-programming table, merge-then-sweep unions),
 which is slow on long or adversarial text, so use it for checking, not for training.
 """
 

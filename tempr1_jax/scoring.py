@@ -50,20 +50,28 @@ Record = tuple[str, Any]  # (where, decoded JSON value): where is "FILE:LINE" or
 
 
 def read_jsonl(path: str) -> list[Record]:
-    """Decoded non-blank lines of a JSONL file as ("PATH:LINE", value)."""
+    """Decoded non-blank lines of a JSONL file as ("PATH:LINE", value); lines split on "\\n" only, so a raw U+2028
+    inside a string (as ``ensure_ascii=False`` writes it) stays in its line."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        with open(path, "rb") as f:
+            raw_lines = f.read().split(b"\n")
+    except OSError as e:
         raise EvalInputError(f"{path}: cannot read: {e}") from e
-    out = []
-    for n, line in enumerate(lines, 1):
+    out, offset = [], 0
+    for n, raw in enumerate(raw_lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise EvalInputError(f"{path}:{n}: not UTF-8 text ({e.reason}: {raw[e.start : e.start + 1]!r} at byte "
+                                 f"{offset + e.start} of the file)") from None
+        offset += len(raw) + 1
         if not line.strip():
             continue
         try:
             out.append((f"{path}:{n}", json.loads(line)))
         except json.JSONDecodeError as e:
-            raise EvalInputError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from e
+            msg = e.msg.removesuffix(" at")  # "Unterminated string starting at" + " at column"
+            raise EvalInputError(f"{path}:{n}: not valid JSON ({msg} at column {e.colno})") from e
     return out
 
 
@@ -191,7 +199,7 @@ def normalize_prediction(
     elif "pred_relevant_windows" in obj:
         w = _windows(obj["pred_relevant_windows"], where, "pred_relevant_windows", width=3)
         segs, scores = w[:, :2], w[:, 2]
-    elif parsed is not None:  # the SPEC parser already rejected reversed items and clipped to the duration
+    elif parsed is not None:  # the completion parser already rejected reversed items and clipped to the duration
         segs = None if parsed.intervals is None else np.asarray(parsed.intervals, np.float64).reshape(-1, 2)
     else:
         segs = None
@@ -268,8 +276,8 @@ def evaluate_predictions(
 ) -> dict[str, dict[str, Any]]:
     """Metrics of in-memory prediction records against samples; what ``metrics.json`` holds.
 
-    predictions: SPEC section 6 prediction records (``id`` plus ``completion`` or parsed fields), in the order
-    used to break score ties. samples: SPEC section 6 samples. think: the think mode for
+    predictions: prediction records (docs/formats.md) (``id`` plus ``completion`` or parsed fields), in the order
+    used to break score ties. samples: samples records. think: the think mode for
     ``rewards.parse_completion``. rules: fields of :class:`metrics.Rules` (e.g. ``missing="skip"``).
     Returns ``{task: {metric: percent}, "counts": {task: {"total", "missing", "unparsable", "empty"}}}``.
     Raises :class:`EvalInputError` (a ValueError) naming ``predictions[i]`` / ``samples[i]`` and the field.
@@ -299,7 +307,7 @@ def evaluate_files(
 
 def prediction_record(completion: str, sample: Mapping, think: str = "optional") -> dict[str, Any]:
     """A PRED.jsonl line for one generated completion: ``id``, ``task``, the raw ``completion``, and what the
-    SPEC parser reads from it: ``segments`` (clipped ``[[start, end], ...]`` seconds; null when unparsable),
+    completion parser reads from it: ``segments`` (clipped ``[[start, end], ...]`` seconds; null when unparsable),
     ``format`` (the format check) and, for gvqa, ``answer`` (the letter; null when unparsable)."""
     parsed = _parse_completion(completion, sample, f"sample {sample.get('id')!r}", think)
     rec: dict[str, Any] = {"id": str(sample["id"]), "task": sample["task"], "completion": completion}

@@ -281,7 +281,7 @@ def test_api_result_is_the_metrics_json_structure():
 def test_completions_are_parsed_by_the_reward_library():
     preds = [
         {"id": "c#0", "completion": "<think>the light</think> <answer>10 to 20</answer>"},
-        {"id": "c#1", "completion": "<answer>8 - 2</answer>"},  # start > end: unparsable (SPEC section 2)
+        {"id": "c#1", "completion": "<answer>8 - 2</answer>"},  # start > end: unparsable (docs/rewards.md)
         {"id": "v", "completion": "<answer>0 - 10; 20 - 50</answer>"},  # [20, 50] vs [20, 40]: IoU 2/3
         {"id": "7", "completion": "<answer>2 to 4, 4 to 6</answer>"},
         {"id": "g_1", "completion": "<answer>(B)</answer>\n<evidence>5 to 10</evidence>"},
@@ -323,7 +323,7 @@ def test_completion_against_a_sample_the_parser_rejects(tmp_path, capsys):
 
 
 def test_vhd_miou_is_the_many_to_one_reward():
-    """vhd mIoU is TempR1's number: the mean of the SPEC many-to-one localization reward."""
+    """vhd mIoU is TempR1's number: the mean of the many-to-one localization reward."""
     from tempr1_jax.rewards import compute_rewards
 
     rng = __import__("random").Random(0)
@@ -354,3 +354,17 @@ def test_flat_metrics_for_training_logs():
     assert flat["eval/tg/mIoU"] == 75.0 and flat["eval/tal/count/total"] == 1.0
     assert all(isinstance(v, float) for v in flat.values())
     assert len([k for k in flat if "/count/" in k]) == 5 * 4
+
+
+def test_jsonl_lines_split_on_newlines_only_and_bad_bytes_name_the_line(tmp_path):
+    from tempr1_jax import scoring
+
+    path = tmp_path / "p.jsonl"
+    path.write_bytes('{"id": "a", "completion": "x\u2028y"}\n\n{"id": "b", "completion": "z"}\n'.encode())
+    assert [(w.rsplit(":", 1)[1], v["id"]) for w, v in scoring.read_jsonl(str(path))] == [("1", "a"), ("3", "b")]
+    path.write_bytes(b'{"id": "a"}\n{"id": "\xe9"}\n')
+    with pytest.raises(EvalInputError, match=r"p.jsonl:2: not UTF-8 text \(.*b'\\xe9' at byte 20 of the file\)"):
+        scoring.read_jsonl(str(path))
+    path.write_bytes(b'{"id": "a", "completion": "unterminated}\n')
+    with pytest.raises(EvalInputError, match=r"p.jsonl:1: not valid JSON \(Unterminated string starting at column"):
+        scoring.read_jsonl(str(path))

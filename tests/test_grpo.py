@@ -1,6 +1,6 @@
 """Parity of tempr1_jax.grpo with plain numpy formulas and with TRL's formulas (written here in numpy/jnp).
 
-TRL's formulas, as ../shared/notes/grpo_frameworks.md section 2.4 and paper.md section 3.2 give them
+TRL's formulas, as TRL 0.15.1's GRPOTrainer (which VideoChat-R1 and TempR1 run) computes them
 (trl/trainer/grpo_trainer.py; TRL 0.15.1 for the VideoChat-R1 recipe):
   advantages = (r - mean_g) / (std_g + 1e-4), torch's unbiased std; "batch": the std of the whole batch.
   coef_1 = exp(log_ratio) (token) or exp(masked mean of log_ratio) (sequence); coef_2 = clamp(coef_1, ...)

@@ -1,4 +1,4 @@
-"""Metric definitions and rules on crafted cases (edge cases of ../shared/notes/evaluators.md section 0)."""
+"""Metric definitions and rules on crafted cases (the edge cases where the official evaluators differ)."""
 
 from __future__ import annotations
 

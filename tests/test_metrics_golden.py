@@ -1,6 +1,6 @@
 """Golden tests: the official evaluators' numbers on the real files in ../shared/data (skipped when absent).
 
-Expected values are the ones printed by the reference scripts (../shared/notes/evaluators.md sections 1-8);
+Expected values are the ones printed by the official evaluators' scripts;
 the reference scripts round to 2 decimals (NExT-GQA prints 1), so we compare our unrounded percentages rounded
 the same way.
 """

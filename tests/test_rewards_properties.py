@@ -1,4 +1,4 @@
-"""Property tests: the reward library against SPEC's plain per-sample formulas (tempr1_jax.rewards_reference)."""
+"""Property tests: the reward library against the plain per-sample formulas (tempr1_jax.rewards_reference)."""
 
 import math
 import re

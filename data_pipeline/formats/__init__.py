@@ -1,4 +1,4 @@
-"""One converter per public annotation format (SPEC section 5 ``FORMAT`` names) -> unified samples.
+"""One converter per public annotation format (``FORMAT`` names, docs/formats.md) -> unified samples.
 
 Each converter is ``fn(paths: list[str], ctx: Context) -> None`` and emits samples into ``ctx``; problems go
 to ``ctx.report`` under the rules of ``data_pipeline.schema.RULES``.

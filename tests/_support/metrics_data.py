@@ -1,4 +1,4 @@
-"""Build SPEC section 6 samples and prediction records from the real annotation files in ../shared/data.
+"""Build samples (docs/formats.md) and prediction records from the real annotation files in ../shared/data.
 
 Small local converters for the metric tests and benchmarks (the project's converters live in
 ``data_pipeline.convert``). Files are read in place, never copied. Every builder raises FileNotFoundError when

@@ -1,6 +1,6 @@
 """Straightforward per-sample Python versions of the metric definitions: test oracle and benchmark baseline.
 
-Written from the definitions in ../shared/notes/evaluators.md (and the public evaluator sources it describes),
+Written from the public sources of the official evaluators (docs/evaluation.md lists them),
 independently of ``tempr1_jax.metrics``: plain loops over samples, predictions and ground truths, no
 vectorisation. Inputs are plain lists: windows are ``[start, end]`` lists of floats in seconds; a prediction
 is None (missing / unparsable: scored as nothing) or a list of windows. Results are percentages.

@@ -228,10 +228,6 @@ def test_convert_refuses_nothing_and_warns_about_an_input_that_gives_nothing(tmp
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs data_pipeline/schema.py clean_segment to print repr floats (schema.py is another helper's)",
-)
 def test_clipping_message_shows_the_values_compared(tmp_path):
     """val_1.json v_qI1ZayfiGHI: 'end 95.04 > duration 95.04' (the duration is 95.03999999999999)."""
     doc = {"v": {"duration": 95.03999999999999, "timestamps": [[36.59, 95.04]], "sentences": ["x"]}}
@@ -298,3 +294,14 @@ def test_thumos14_same_instances_in_two_inputs_fail(tmp_path):
     )
     # Within one file a repeated instance is kept (the annotators' choice, as the official evaluation keeps it).
     assert convert_files("thumos14", [inst, info]).samples[0]["segments"] == [[1.0, 2.0], [1.0, 2.0]]
+
+
+def test_a_samples_file_that_is_not_utf8_names_the_line_and_byte(tmp_path):
+    from data_pipeline.schema import read_samples
+
+    good = '{"id": "a", "task": "tg", "video": "v", "duration": 5.0, "segments": [[1, 2]], "query": "q", "source": "s"}'
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(good.encode() + b"\n" + good.replace('"q"', '"\xe9"').encode("latin-1") + b"\n")
+    byte = len(good) + 1 + good.index('"q"') + 1  # the second line's query value
+    with pytest.raises(ValueError, match=rf"s.jsonl:2: not UTF-8 text \(.* at byte {byte} of the file\)"):
+        read_samples(str(path))
