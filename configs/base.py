@@ -3,7 +3,8 @@
 TempR1 says its GRPO hyperparameters "follow VideoChat-R1", which runs TRL 0.15.1's GRPOTrainer with its
 defaults under the HF Trainer's defaults (TempR1's paper, section 3.2). Each value below names its
 source: [VC-R1] = VideoChat-R1's training script, [TRL] = TRL 0.15.1 GRPOConfig default, [HF] = HF
-TrainingArguments default (which TRL inherits), [SPEC] = the reward and completion rules (docs/rewards.md), [ours] = this project's choice.
+TrainingArguments default (which TRL inherits), [SPEC] = the reward and completion rules (docs/rewards.md),
+[ours] = this project's choice.
 
 Experiment configs (configs/demo.py, configs/tempr1_7b.py...) build on this one and add the model, data and
 rollout blocks. Override anything from the command line: ``--config.grpo.beta=0``.

@@ -4,7 +4,7 @@
 
 Everything is made on first use, offline: 1056 short generated videos (6-9 s; a marker steps through a 4 x 4
 grid one cell per second, a burned-in clock, and is a red square during one interval of whole seconds, white
-otherwise), their frames at 2 fps (data_pipeline.extract_frames), tg samples in the samples format (docs/formats.md) and the tiny
+otherwise), their frames at 2 fps (data_pipeline.extract_frames), tg samples (docs/formats.md) and the tiny
 tokenizer, cached under ~/.cache/tempr1_jax (``synthetic.dir`` to choose). A randomly initialized tiny model
 gets a supervised warm-up on the true answers (300 steps: it learns the format, then, after ~220 steps, to
 read the marker), then GRPO with the recipe's objective (G = 8 completions per prompt, k3 KL to the warmed-up

@@ -278,7 +278,7 @@ def _union_overlap(
 
 
 def union_iou(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray]) -> np.ndarray:
-    """Per-sample |U_p ∩ U_g| / |U_p ∪ U_g| of the unions of each side's intervals (many-to-one, docs/rewards.md). [N]."""
+    """Per-sample |U_p ∩ U_g| / |U_p ∪ U_g| of the unions of each side's intervals (many-to-one). [N]."""
     inter, _, la = _union_overlap(preds, gts)
     ok = la > 0
     return np.where(ok, inter / np.where(ok, la, 1.0), 0.0)

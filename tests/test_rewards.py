@@ -1,4 +1,4 @@
-"""The reward rules of docs/rewards.md, rule by rule, on small hand-computed cases; plus the API's errors and the CLI."""
+"""The reward rules of docs/rewards.md, rule by rule, on small hand-computed cases; the API's errors; the CLI."""
 
 import json
 import math
