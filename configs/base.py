@@ -134,8 +134,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.warmup.steps = 0  # [ours] TempR1 has no SFT stage
     c.warmup.batch_size = 8  # [ours] prompts per warm-up step (global)
     c.warmup.learning_rate = 1e-3  # [ours] AdamW, constant
-    # [ours] "truth": ground-truth targets; "random": random intervals in the same format (teaches the format only)
+    # [ours] "truth": ground-truth targets; "loose": imperfect ground truth (boundaries 1 s too wide with
+    # probability widen_prob, tal / vhd instances missing with probability drop_prob); "random": random
+    # intervals in the same format (teaches the format only)
     c.warmup.targets = "truth"
+    c.warmup.widen_prob = 0.6  # [ours] "loose" targets only
+    c.warmup.drop_prob = 0.3  # [ours] "loose" targets only
+    c.warmup.task_weights = ml_collections.ConfigDict()  # [ours] the warm-up's task mix (empty: natural proportions)
     return c
 
 

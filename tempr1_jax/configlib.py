@@ -260,6 +260,9 @@ def _check_model_blocks(cfg: ml_collections.ConfigDict) -> None:
         need(w.learning_rate > 0, "warmup.learning_rate", "must be > 0")
         if "targets" in w:
             need(w.targets in warmup.TARGETS, "warmup.targets", f"must be one of {warmup.TARGETS}")
+        for k in ("widen_prob", "drop_prob"):
+            if k in w:
+                need(0 <= w[k] <= 1, f"warmup.{k}", "must be a probability in [0, 1]")
     if "reward" in cfg:
         r = cfg.reward
         need(r.think in THINK_MODES, "reward.think", f"must be one of {THINK_MODES}")

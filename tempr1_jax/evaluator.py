@@ -103,7 +103,8 @@ class Evaluator:
     def run(self, params: Any, out_dir: str | None = None, *, rules: Mapping[str, Any] | None = None,
             think: str | None = None) -> dict[str, Any]:
         """Predictions and metrics of ``params`` (every process must call it). Returns ``{"metrics": metrics.json
-        dict, "rewards": mean reward components, "predictions": records, "samples": samples, "seconds"}`` (the
+        dict, "rewards": mean reward components, "task_rewards": {task: the same per task}, "predictions":
+        records, "samples": samples, "seconds"}`` (the
         full lists on process 0, after gathering every host's); writes ``predictions.jsonl`` and ``metrics.json``
         into ``out_dir`` when given. rules: ``tempr1_jax.metrics.Rules`` fields (default: ``eval.missing``)."""
         t0 = time.perf_counter()
@@ -111,13 +112,17 @@ class Evaluator:
         records, samples = generate_predictions(
             self.batches(), lambda batch: self._generate(params, batch), self.tokenizer, think=think)
         records, samples = gather_records(records), gather_records(samples)
-        out: dict[str, Any] = {"predictions": records, "samples": samples, "metrics": {}, "rewards": {}}
+        out: dict[str, Any] = {"predictions": records, "samples": samples, "metrics": {}, "rewards": {},
+                               "task_rewards": {}}
         if jax.process_index() == 0 and records:
             rules = dict(rules) if rules is not None else {"missing": self.cfg.eval.missing}
             out["metrics"] = scoring.evaluate_predictions(records, samples, think=think, **rules)
             r = rewards.compute_rewards([p["completion"] for p in records], samples,
                                         **(setup.reward_kwargs(self.cfg) | {"think": think}))
             out["rewards"] = {k: float(np.mean(v)) for k, v in r.items()}
+            tasks = np.array([s["task"] for s in samples])
+            out["task_rewards"] = {t: {k: float(np.mean(v[tasks == t])) for k, v in r.items()}
+                                   for t in dict.fromkeys(tasks.tolist())}
             if out_dir is not None:
                 scoring.write_predictions(records, os.path.join(out_dir, "predictions.jsonl"))
                 scoring.write_metrics(out["metrics"], out_dir)
@@ -138,10 +143,12 @@ def eval_dir(workdir: str, step: int) -> str:
 def log_eval(result: Mapping[str, Any], step: int, tb: train_log.TensorBoard | None,
              jsonl: train_log.MetricsFile | None) -> None:
     """One evaluation's metrics and mean rewards: a log line, the per-task table, TensorBoard and metrics.jsonl
-    (``eval/<task>/<metric>``, ``eval/reward/<component>``)."""
+    (``eval/<task>/<metric>``, ``eval/reward/<component>``, ``eval/<task>/reward/<component>``)."""
     if jax.process_index() != 0 or not result["predictions"]:
         return
     scalars = scoring.flat_metrics(result["metrics"]) | {f"eval/reward/{k}": v for k, v in result["rewards"].items()}
+    for task, means in result.get("task_rewards", {}).items():
+        scalars |= {f"eval/{task}/reward/{k}": v for k, v in means.items()}
     scalars["eval/seconds"] = result["seconds"]
     r = result["rewards"]
     log.info("eval at step %d (%d samples, %.1f s): reward %.3f, format %.3f, localization %.3f", step,

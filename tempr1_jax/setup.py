@@ -53,21 +53,37 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
+WORLDS = ("square", "multitask")  # config.synthetic.world: data_pipeline.synthetic's generators
+
+
+def _world(s: ml_collections.ConfigDict) -> tuple[str, dict[str, Any], Any, int]:
+    """(name, settings, generator, version) of ``config.synthetic``'s world."""
+    world = s.get("world", "square")
+    keys = ("num_train", "num_val", "min_seconds", "max_seconds", "size", "seed")
+    if world == "square":
+        return world, {k: s[k] for k in keys}, synthetic.make_square_dataset, synthetic.SQUARE_VERSION
+    if world == "multitask":
+        settings = {k: s[k] for k in keys} | {"tasks": tuple(s.tasks), "distractors": float(s.distractors)}
+        return world, settings, synthetic.make_multitask_dataset, synthetic.MULTITASK_VERSION
+    raise ValueError(f"config.synthetic.world={world!r}: must be one of {WORLDS}")
+
+
 def prepare_synthetic(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The demo (``config.synthetic.enabled``): generate its square task once into the cache, and return the
-    config fields that point at it (``{"data.samples": ..., ...}``; empty when the config has no demo data).
+    """The demo (``config.synthetic.enabled``): generate its world (``synthetic.world``: the one-task square
+    world, or the five-task world) once into the cache, and return the config fields that point at it
+    (``{"data.samples": ..., ...}``; empty when the config has no demo data).
 
     Every process calls it; process 0 generates, atomically (a killed generation leaves no finished directory).
     """
     if "synthetic" not in cfg or not cfg.synthetic.enabled:
         return {}
     s = cfg.synthetic
-    settings = {k: s[k] for k in ("num_train", "num_val", "min_seconds", "max_seconds", "size", "seed")}
-    root = s.dir or os.path.join(cache_dir(), "square-" + _digest(settings | {"v": synthetic.SQUARE_VERSION}))
+    world, settings, make, version = _world(s)
+    root = s.dir or os.path.join(cache_dir(), f"{world}-{_digest(settings | {'v': version})}")
     if jax.process_index() == 0 and not os.path.isfile(os.path.join(root, "DONE")):
-        log.info("generating the synthetic square task in %s", root)
+        log.info("generating the synthetic %s world in %s", world, root)
         tmp = f"{root}.tmp{os.getpid()}"
-        synthetic.make_square_dataset(tmp, **settings)
+        make(tmp, **settings)
         with open(os.path.join(tmp, "DONE"), "w") as f:
             json.dump(settings, f)
         if os.path.isdir(root):  # an incomplete earlier attempt
