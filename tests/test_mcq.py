@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import ml_collections
 import numpy as np
@@ -14,7 +15,7 @@ from metrics_data import path, require
 
 from data_pipeline import prompts, schema
 from data_pipeline.formats import convert_files
-from tempr1_jax import baselines, evaluate, evaluator, metrics, rewards, rewards_reference, scoring, setup
+from tempr1_jax import baselines, evaluate, evaluator, metrics, rewards, rewards_reference, scoring, setup, train_log
 
 MCQ = {
     "id": "v1#speed#0",
@@ -125,6 +126,16 @@ def test_metrics_accuracy_per_category_and_unparsable_count():
         evaluate.evaluate_predictions([{"id": "a", "answer": 1}], samples)
 
 
+def test_train_log_reports_mcq_rewards_per_task():
+    r = rewards.compute_rewards(
+        ["<answer>B</answer>", "<answer>1 to 2</answer>"],
+        [MCQ, dict(MCQ, task="tg", segments=[[1.0, 2.0]], duration=5.0, query="q")],
+    )
+    out = train_log.reward_scalars(r, ["mcq", "tg"])
+    assert out["reward/mcq/count"] == 1 and out["reward/mcq/answer"] == 1 and out["reward/mcq/localization"] == 0
+    assert out["reward/tg/localization"] == 1 and "reward/gvqa/count" not in out
+
+
 def test_prediction_record_of_a_generated_mcq_completion():
     rec = scoring.prediction_record("<answer>B</answer>", MCQ)
     assert rec == {"id": MCQ["id"], "task": "mcq", "completion": "<answer>B</answer>", "format": True, "answer": "B"}
@@ -155,7 +166,7 @@ def test_evaluator_decodes_the_slice_then_the_extra_sets_in_full():
 def test_tempr1_configs_list_the_extra_evaluation_sets_on_request():
     from tempr1_jax import configlib
 
-    base = configlib.sibling_config("configs/tempr1_7b.py")
+    base = configlib.sibling_config(str(Path(__file__).resolve().parents[1] / "configs" / "tempr1_7b.py"))
     plain, extra = base.tempr1_config("7b", "/d"), base.tempr1_config("7b", "/d,extra")
     assert plain.eval.extra_samples == () and "/d/samples/timerft_train.jsonl" in plain.data.samples
     assert extra.eval.extra_samples == tuple(f"/d/samples/{n}.jsonl" for n in base.EXTRA_EVAL_SETS)
