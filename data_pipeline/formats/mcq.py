@@ -11,7 +11,8 @@ benchmark gives one (the stream then takes the video's). Layouts, as the benchma
   answer}`` (``answer`` is the text of one candidate), with ``start`` / ``end`` (seconds) for the tasks asked
   about a clip of the video. id ``<file stem>#<k>``; category = the task name (``MVBENCH_TASKS``); ``video_file``
   keeps ``video`` as given (it is relative to the task's own video folder) and ``video_start`` / ``video_end``
-  the clip's bounds.
+  the clip's bounds (the stream shows the whole file: cut such clips before extracting frames). Task folders
+  may reuse a file name: give each task file its own ``--video-prefix`` then.
 - ``videomme``: Video-MME's records (``videomme/test-*.parquet`` exported as a JSON list or JSONL, e.g.
   ``pandas.read_parquet(f).to_json(out, orient="records")``): ``{video_id, duration, domain, sub_category,
   videoID, question_id, task_type, question, options: ["A. ...", ...], answer: "A"}``. id = ``question_id``;
