@@ -121,6 +121,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Periodic evaluation on a held-out slice, the code of `python -m tempr1_jax.evaluate` (greedy decoding).
     c.eval = ml_collections.ConfigDict()
     c.eval.samples = ()  # [ours] held-out samples JSONL files (frames from data.frames); empty: no evaluation
+    # [ours] more samples JSONL files decoded in full after eval.samples' slice (whole benchmarks, e.g. the general
+    # multiple-choice ones; eval.max_samples does not apply to them)
+    c.eval.extra_samples = ()
     c.eval.every = 0  # [ours] steps between evaluations (0: never during training)
     c.eval.at_start = True  # [ours] also before the first step (the "before" numbers) when eval.every > 0
     c.eval.max_samples = 0  # [ours] evaluate the first N samples of the slice (0: all)
@@ -144,22 +147,33 @@ def get_config() -> ml_collections.ConfigDict:
     return c
 
 
+# [ours] evaluation sets beyond the paper's five temporal benchmarks, as samples files under <root>/samples/:
+# TVGBench (Time-R1's grounding benchmark, tg) and the general video benchmarks on which TempR1 reports that RL
+# keeps general ability ([paper] VideoMME, MVBench, TempCompass, Perception Test: accuracy, task mcq).
+EXTRA_EVAL_SETS = ("tvgbench", "tempcompass_mc", "mvbench", "videomme", "perception_test_mc")
+
+
 def tempr1_config(size: str, data_root: str) -> ml_collections.ConfigDict:
     """TempR1's run: the recipe above on the five-task mixture of converted corpora under ``data_root``.
 
     Expects ``<data_root>/samples/<name>.jsonl`` (``python -m data_pipeline.convert``) and ``<data_root>/frames``
     (``python -m data_pipeline.extract_frames``); ``--config.model.path`` gives the Qwen2.5-VL-{3B,7B}-Instruct
-    directory. Values not set here are the recipe's defaults in get_config(), each with its source there.
+    directory. ``data_root`` ending in ``,extra`` (``/data/tempr1,extra``) also evaluates EXTRA_EVAL_SETS in full
+    (``eval.extra_samples``). Values not set here are the recipe's defaults in get_config(), each with its source
+    there.
     """
     c = get_config()
+    data_root, extra = (data_root[: -len(",extra")], True) if data_root.endswith(",extra") else (data_root, False)
     root = data_root.rstrip("/")
-    # [paper] the ~60K-sample corpus: TG Charades-STA (+ DiDeMo, TimeRFT: no converter here, add their samples
-    # files when you have them), DTG ActivityNet Captions, VHD QVHighlights, GVQA NExT-GQA, TAL ActivityNet-1.3
-    # and HACS. [paper] All five tasks mixed at random in every batch, in their natural proportions (VC-R1 uses a
-    # shuffled ConcatDataset), the prompt and reward chosen per sample: task_weights left empty.
+    # [paper] the ~60K-sample corpus: TG Charades-STA, DiDeMo and TimeRFT (Time-R1's 2.5K RL set,
+    # `--format timerft`; DiDeMo has no converter here: add its samples file when you have it), DTG ActivityNet
+    # Captions, VHD QVHighlights, GVQA NExT-GQA, TAL ActivityNet-1.3 and HACS. [paper] All five tasks mixed at
+    # random in every batch, in their natural proportions (VC-R1 uses a shuffled ConcatDataset), the prompt and
+    # reward chosen per sample: task_weights left empty. [ours] TimeRFT in full (the paper gives no per-source
+    # counts; 2500 of ~60K samples).
     c.data.samples = tuple(
         f"{root}/samples/{name}.jsonl"
-        for name in ("charades_sta_train", "activitynet_captions_dtg_train", "qvhighlights_train",
+        for name in ("charades_sta_train", "timerft_train", "activitynet_captions_dtg_train", "qvhighlights_train",
                      "nextgqa_train", "activitynet13_train", "hacs_train")
     )
     c.data.frames = f"{root}/frames"
@@ -189,6 +203,8 @@ def tempr1_config(size: str, data_root: str) -> ml_collections.ConfigDict:
         for name in ("charades_sta_test", "activitynet_captions_dtg_val_2", "qvhighlights_val", "nextgqa_test",
                      "activitynet13_val")
     )
+    # TVGBench and the general benchmarks, each in full, with ",extra" after the data root (see above).
+    c.eval.extra_samples = tuple(f"{root}/samples/{name}.jsonl" for name in EXTRA_EVAL_SETS) if extra else ()
     c.eval.every = 500  # [ours]
     c.eval.max_samples = 256  # [ours] a fixed random slice (seeded by data.seed)
     c.checkpoint.every = 200  # [ours]

@@ -339,7 +339,10 @@ class Stream:
             if c.missing_videos == "error":
                 raise ValueError(msg)
             log.warning("%s: skipped", msg)
-        self.samples = [s for s in samples if s["video"] in self.source.videos]
+        # An mcq sample without a duration (its benchmark gives none) takes its video's from the frames index.
+        videos = self.source.videos
+        self.samples = [s if s.get("duration") is not None else dict(s, duration=videos[s["video"]].duration)
+                        for s in samples if s["video"] in videos]
         if not self.samples:
             raise ValueError("no sample left: none of the samples' videos is in the frames index")
 

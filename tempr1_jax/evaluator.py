@@ -4,9 +4,10 @@
     evaluator = Evaluator(cfg, graphdef, mcfg, tokenizer, mesh)
     result = evaluator.run(params, out_dir)    # predictions.jsonl + metrics.json under out_dir
 
-Decoding uses ``eval.temperature`` (0: greedy) and ``eval.max_new_tokens`` on ``eval.samples`` (frames from
-``data.frames``); predictions are scored by ``tempr1_jax.scoring`` (the official evaluators' metrics) and by
-the training rewards.
+Decoding uses ``eval.temperature`` (0: greedy) and ``eval.max_new_tokens`` on the first ``eval.max_samples``
+of ``eval.samples`` (0: all), then on every sample of ``eval.extra_samples`` (whole benchmarks, e.g. the general
+multiple-choice ones; frames from ``data.frames``); predictions are scored by ``tempr1_jax.scoring`` (the
+official evaluators' metrics) and by the training rewards.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ def generate_predictions(
     return records, samples
 
 
+def eval_sets(e: ml_collections.ConfigDict) -> list[tuple[list[str], int]]:
+    """What an evaluation decodes, in order, as (samples files, at most this many samples; 0: all): the held-out
+    slice ``eval.samples`` (first ``eval.max_samples``), then ``eval.extra_samples`` in full; empty ones left out."""
+    parts = [(list(e.samples), int(e.max_samples)), (list(e.get("extra_samples", ())), 0)]
+    return [(files, limit) for files, limit in parts if files]
+
+
 def gather_records(records: list[dict]) -> list[dict]:
     """Every process's JSON records, concatenated in process order (identity on one process)."""
     if jax.process_count() == 1:
@@ -74,31 +82,35 @@ class Evaluator:
         self.scfg = rollout.sampling_config(cfg.rollout, 1, mcfg.eos_token_id, tokenizer, temperature=e.temperature,
                                             max_new_tokens=e.max_new_tokens)
         self.sampler = rollout.Sampler(graphdef, mcfg, mesh, self.scfg)
-        self.sizer: policy.VisionSizer | None = None
-        stream_cfg = ml_collections.ConfigDict(cfg.data.to_dict())
-        stream_cfg.samples = list(e.samples)
+        self.parts = [(self._stream_config(files), limit) for files, limit in eval_sets(e)]
+        self.sizers: list[policy.VisionSizer | None] = [None] * len(self.parts)
+        self.sizer: policy.VisionSizer | None = None  # the current part's, used by _generate
+        self.rng = jax.random.PRNGKey(cfg.seed + 7)  # only used when eval.temperature > 0
+
+    def _stream_config(self, files: list[str]) -> ml_collections.ConfigDict:
+        stream_cfg = ml_collections.ConfigDict(self.cfg.data.to_dict())
+        stream_cfg.samples = files
         stream_cfg.repeat = False
         stream_cfg.shuffle = False
         stream_cfg.task_weights = ml_collections.ConfigDict()
-        self.stream_cfg = setup.host_stream_config(stream_cfg, int(e.batch_size))
-        self.rng = jax.random.PRNGKey(cfg.seed + 7)  # only used when eval.temperature > 0
+        return setup.host_stream_config(stream_cfg, int(self.cfg.eval.batch_size))
 
     def batches(self) -> Iterator[data_stream.Batch]:
-        s = data_stream.make_stream(self.stream_cfg, process_index=jax.process_index(),
-                                    process_count=jax.process_count(), tokenizer=self.tokenizer)
-        n = s.batches_per_pass()
-        if self.cfg.eval.max_samples:
-            per_batch = self.stream_cfg.batch_size * jax.process_count()
-            n = min(n, -(-int(self.cfg.eval.max_samples) // per_batch))
-        if self.sizer is None:
-            self.sizer = policy.stream_sizer(self.mcfg, s, self.cfg.model.vision_multiples)
-            rows = min(s.num_samples, n * self.stream_cfg.batch_size * jax.process_count())
-            setup.prime_rewards(s.samples, rows, setup.reward_kwargs(self.cfg))
-        try:
-            for _ in range(n):
-                yield next(s)
-        finally:
-            s.close()
+        for k, (stream_cfg, limit) in enumerate(self.parts):
+            s = data_stream.make_stream(stream_cfg, process_index=jax.process_index(),
+                                        process_count=jax.process_count(), tokenizer=self.tokenizer)
+            n, per_batch = s.batches_per_pass(), stream_cfg.batch_size * jax.process_count()
+            if limit:
+                n = min(n, -(-limit // per_batch))
+            if self.sizers[k] is None:
+                self.sizers[k] = policy.stream_sizer(self.mcfg, s, self.cfg.model.vision_multiples)
+                setup.prime_rewards(s.samples, min(s.num_samples, n * per_batch), setup.reward_kwargs(self.cfg))
+            self.sizer = self.sizers[k]
+            try:
+                for _ in range(n):
+                    yield next(s)
+            finally:
+                s.close()
 
     def run(self, params: Any, out_dir: str | None = None, *, rules: Mapping[str, Any] | None = None,
             think: str | None = None) -> dict[str, Any]:
@@ -191,8 +203,9 @@ def evaluate_checkpoint(cfg: ml_collections.ConfigDict, kind: str, where: str, s
     sharding.maybe_initialize_distributed(**cfg.distributed)
     mesh = sharding.make_mesh(cfg.mesh.to_dict())
     setup.apply_overrides(cfg, setup.prepare_synthetic(cfg))
-    if not cfg.eval.samples:
-        raise ValueError("config.eval.samples is empty: give the held-out samples JSONL to decode")
+    if not cfg.eval.samples and not cfg.eval.get("extra_samples", ()):
+        raise ValueError("config.eval.samples and eval.extra_samples are empty: give the held-out samples JSONL to "
+                         "decode")
     setup.check_batch_sizes(cfg, mesh)
     tokenizer, graphdef, params, mcfg, cfg, step = _policy_of(cfg, kind, where, step, mesh)
     if kind == "hf":
@@ -204,7 +217,8 @@ def evaluate_checkpoint(cfg: ml_collections.ConfigDict, kind: str, where: str, s
         result = evaluator.run(params, out_dir, rules=rules, think=think)
     if jax.process_index() == 0:
         if not result["predictions"]:
-            raise ValueError(f"no samples to evaluate in {list(cfg.eval.samples)}")
+            files = list(cfg.eval.samples) + list(cfg.eval.get("extra_samples", ()))
+            raise ValueError(f"no samples to evaluate in {files}")
         print(scoring.format_table(result["metrics"], scoring.Rules(**rules)))
         r = result["rewards"]
         print(f"mean reward {r['total']:.4f} (format {r['format']:.4f}, localization {r['localization']:.4f}, "

@@ -26,6 +26,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from data_pipeline import prompts as data_prompts
+from data_pipeline import schema as data_schema
 from data_pipeline import synthetic
 from tempr1_jax import rewards, sharding
 from tempr1_jax.models.qwen25vl import config as qconfig
@@ -118,13 +119,27 @@ def host_stream_config(data: ml_collections.ConfigDict, global_batch: int) -> ml
     return c
 
 
+def check_train_tasks(stream: Any) -> None:
+    """Refuse a training stream holding evaluation-only samples (``mcq``: the general benchmarks' test questions;
+    TempR1 trains on the five temporal tasks only, and training on them would contaminate the evaluation that
+    shows RL keeps general ability). One line naming the count and where such files belong."""
+    extra = {t: n for t, n in stream.samples_per_task.items() if n and t not in data_schema.TRAIN_TASKS}
+    if extra:
+        raise ValueError(
+            f"config.data.samples holds evaluation-only samples ({', '.join(f'{n} {t}' for t, n in extra.items())}): "
+            f"training takes the tasks {', '.join(data_schema.TRAIN_TASKS)}; list multiple-choice benchmarks in "
+            "config.eval.extra_samples"
+        )
+
+
 def check_batch_sizes(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
     """Prompt counts must split evenly over processes and the mesh's batch shards (one clear message)."""
     shards, procs = sharding.batch_shards(mesh), jax.process_count()
     for key in ("train.prompts_per_step", "eval.batch_size", "warmup.batch_size"):
         block, name = key.split(".")
         n = int(cfg[block][name])
-        if key != "train.prompts_per_step" and not (cfg.eval.samples if block == "eval" else cfg.warmup.steps):
+        evaluates = cfg.eval.samples or cfg.eval.get("extra_samples", ())
+        if key != "train.prompts_per_step" and not (evaluates if block == "eval" else cfg.warmup.steps):
             continue
         if n < 1 or n % shards or n % procs:
             raise ValueError(

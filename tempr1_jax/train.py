@@ -117,6 +117,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
     stream = data_stream.make_stream(setup.host_stream_config(cfg.data, int(cfg.train.prompts_per_step)),
                                      process_index=jax.process_index(), process_count=jax.process_count(),
                                      tokenizer=tokenizer)
+    setup.check_train_tasks(stream)  # mcq is evaluation-only
     # 6. Tokenizer + model, born sharded; the optional supervised warm-up.
     mcfg = setup.model_config(cfg, tokenizer)
     graphdef, params, specs, warmed = setup.initial_params(cfg, mcfg, mesh, workdir)
@@ -166,7 +167,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
         train_step=trainer.make_train_step(policy_fn, tx, gcfg, micro_batches=cfg.train.micro_batches,
                                            trainable=trainable, schedule=schedule, state_sharding=state_sh,
                                            batch_sharding=batch_sh),
-        evaluator=evaluator.Evaluator(cfg, graphdef, mcfg, tokenizer, mesh) if cfg.eval.samples else None,
+        evaluator=(evaluator.Evaluator(cfg, graphdef, mcfg, tokenizer, mesh)
+                   if cfg.eval.samples or cfg.eval.extra_samples else None),
         ckpt=ckpt, total_steps=total_steps, flops_per_token=2.0 * setup.param_count(state.params),
     )  # fmt: skip
     return loop(run, state)
