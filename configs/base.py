@@ -93,6 +93,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.path = config_dict.placeholder(str)  # [ours] e.g. /ckpt/Qwen2.5-VL-7B-Instruct (TempR1: 7B Instruct)
     c.model.preset = ""  # [ours] "tiny" (random init; sized by model.text / model.vision and the tokenizer)
+    c.model.plan_preset = ""  # [ours] python -m tempr1_jax.plan: the shapes when model.path is not a local dir
     c.model.text = ml_collections.ConfigDict()  # [ours] TextConfig overrides of a preset, e.g. hidden_size
     c.model.vision = ml_collections.ConfigDict()  # [ours] VisionConfig overrides of a preset
     c.model.dtype = "bfloat16"  # [VC-R1] --bf16: compute dtype
@@ -210,4 +211,5 @@ def tempr1_config(size: str, data_root: str) -> ml_collections.ConfigDict:
     c.checkpoint.every = 200  # [ours]
     if size not in ("3b", "7b"):  # the architecture itself comes from --config.model.path's config.json
         raise ValueError(f"tempr1_config: size {size!r} is not 3b or 7b")
+    c.model.plan_preset = size  # [ours] the planner's shapes when model.path is not readable here (docs/planner.md)
     return c

@@ -153,6 +153,19 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+def check_buckets(config: ml_collections.ConfigDict) -> tuple[list[int], list[int]]:
+    """(vision buckets, prompt buckets) of a data config, sorted; a ValueError when they cannot be used."""
+    vision = sorted(int(b) for b in config.vision_buckets)
+    prompt = sorted(int(b) for b in config.prompt_buckets)
+    if not vision or not prompt:
+        raise ValueError("config.vision_buckets and config.prompt_buckets must not be empty")
+    if any(b % 4 for b in vision):
+        raise ValueError(f"config.vision_buckets must be multiples of 4 patches, got {vision}")
+    if vision[0] < 4 or prompt[0] < 1:
+        raise ValueError(f"config.vision_buckets {vision} and config.prompt_buckets {prompt} must be positive")
+    return vision, prompt
+
+
 @dataclasses.dataclass
 class _Video:
     video: str
@@ -292,14 +305,7 @@ class Stream:
             raise ValueError(f"config.missing_videos must be 'skip' or 'error', got {c.missing_videos!r}")
         if c.resize not in ("tf", "numpy"):
             raise ValueError(f"config.resize must be 'tf' or 'numpy', got {c.resize!r}")
-        self.vision_buckets = sorted(int(b) for b in c.vision_buckets)
-        self.prompt_buckets = sorted(int(b) for b in c.prompt_buckets)
-        if not self.vision_buckets or not self.prompt_buckets:
-            raise ValueError("config.vision_buckets and config.prompt_buckets must not be empty")
-        if any(b % 4 for b in self.vision_buckets):
-            raise ValueError(
-                f"config.vision_buckets must be multiples of 4 patches, got {self.vision_buckets}"
-            )
+        self.vision_buckets, self.prompt_buckets = check_buckets(c)
 
         self._read_samples()  # 1. samples and their videos
         self._encode_prompts(tokenizer)  # 2. tokenizer and prompts

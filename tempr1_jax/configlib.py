@@ -232,6 +232,9 @@ def _check_model_blocks(cfg: ml_collections.ConfigDict) -> None:
     if "model" in cfg:
         m = cfg.model
         need(m.preset in ("", *qconfig.PRESETS), "model.preset", f"must be '' or one of {qconfig.PRESETS}")
+        if "plan_preset" in m:
+            need(m.plan_preset in ("", *qconfig.PRESETS), "model.plan_preset",
+                 f"must be '' or one of {qconfig.PRESETS}")
         for k in ("dtype", "param_dtype"):
             need(m[k] in qconfig.DTYPES, f"model.{k}", f"must be one of {qconfig.DTYPES}")
         need(m.remat in qconfig.REMAT_POLICIES, "model.remat", f"must be one of {qconfig.REMAT_POLICIES}")

@@ -17,10 +17,11 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -28,7 +29,7 @@ from jax.experimental import multihost_utils
 from data_pipeline import prompts as data_prompts
 from data_pipeline import schema as data_schema
 from data_pipeline import synthetic
-from tempr1_jax import rewards, sharding
+from tempr1_jax import grpo, policy, rewards, sharding, trainer
 from tempr1_jax.models.qwen25vl import config as qconfig
 from tempr1_jax.models.qwen25vl import params as qparams
 from tempr1_jax.models.qwen25vl import sharding as qsharding
@@ -211,26 +212,30 @@ def check_tokenizer(mcfg: qconfig.Qwen25VLConfig, tokenizer: Any) -> None:
 
 
 def _preset_config(m: ml_collections.ConfigDict, tokenizer: Any, knobs: Mapping[str, Any]) -> qconfig.Qwen25VLConfig:
-    """A preset with ``model.text`` / ``model.vision`` overrides, its vocabulary and special ids from the tokenizer."""
+    """A preset with ``model.text`` / ``model.vision`` overrides, its vocabulary and special ids from the tokenizer
+    (the preset's own without one)."""
     base = qconfig.preset(m.preset)
     try:
         text = dataclasses.replace(base.text, **m.text.to_dict())
         vision = dataclasses.replace(base.vision, **m.vision.to_dict())
     except TypeError as e:
         raise ValueError(f"config.model.text / config.model.vision: {e}") from None
-    text = dataclasses.replace(text, vocab_size=max(text.vocab_size, len(tokenizer)))
+    if tokenizer is not None:
+        text = dataclasses.replace(text, vocab_size=max(text.vocab_size, len(tokenizer)))
     if "mrope_section" not in m.text:  # Qwen's split of the rotary pairs (1/4 time, 3/8 height, 3/8 width)
         half = text.hidden_size // text.num_attention_heads // 2
         text = dataclasses.replace(text, mrope_section=(half // 4, (half - half // 4) // 2,
                                                         half - half // 4 - (half - half // 4) // 2))
     if "out_hidden_size" not in m.vision:  # the vision merger feeds the text model
         vision = dataclasses.replace(vision, out_hidden_size=text.hidden_size)
-    ids = special_ids(tokenizer)
+    ids = special_ids(tokenizer) if tokenizer is not None else {}
     return dataclasses.replace(base, text=text, vision=vision, bos_token_id=None, **ids, **knobs).validate()
 
 
 def model_config(cfg: ml_collections.ConfigDict, tokenizer: Any) -> qconfig.Qwen25VLConfig:
-    """The Qwen2.5-VL config: the HF directory's, or a preset with overrides, sized to the tokenizer."""
+    """The Qwen2.5-VL config: the HF directory's, or a preset with overrides, sized to the tokenizer.
+
+    ``tokenizer`` None (the planner: shapes only) keeps a preset's own vocabulary and special ids."""
     m = cfg.model
     if m.attention_impl == "cudnn":
         raise ValueError(
@@ -247,7 +252,8 @@ def model_config(cfg: ml_collections.ConfigDict, tokenizer: Any) -> qconfig.Qwen
         mcfg = _preset_config(m, tokenizer, knobs)
     else:
         raise ValueError("config.model: give model.path (a Hugging Face directory) or model.preset")
-    check_tokenizer(mcfg, tokenizer)
+    if tokenizer is not None:
+        check_tokenizer(mcfg, tokenizer)
     return mcfg
 
 
@@ -312,3 +318,54 @@ def export_params(graphdef: Any, params: Any, out_dir: str, *, tokenizer_dir: st
         log.info("exported the warmed-up policy to %s", out_dir)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("export")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Optimizer, train state and the step's jitted functions (shared by train.py and the planner, plan.py)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimization:
+    """The optimizer of a config and the TrainState it makes (``optimization``).
+
+    tx, schedule: ``trainer.make_optimizer``'s; trainable: bool tree (``trainer.trainable_mask``); state_shape:
+    the TrainState as ShapeDtypeStructs (nothing allocated); state_sharding: its NamedShardings on the mesh.
+    """
+
+    tx: Any
+    schedule: Any
+    trainable: Any
+    state_shape: trainer.TrainState
+    state_sharding: trainer.TrainState
+
+
+def optimization(cfg: ml_collections.ConfigDict, params: Any, specs: Any, mesh: jax.sharding.Mesh,
+                 total_updates: int) -> Optimization:
+    """AdamW + schedule over ``total_updates`` optimizer updates, the freeze mask (``optimizer.freeze``,
+    ``model.freeze_vision``) and the sharded state shape (reference params only if ``grpo.beta > 0``).
+    ``params`` may be arrays or ShapeDtypeStructs."""
+    trainable = trainer.trainable_mask(params, freeze_pattern(cfg))
+    opt_cfg = {k: v for k, v in cfg.optimizer.to_dict().items() if k != "freeze"}
+    tx, schedule = trainer.make_optimizer(opt_cfg, total_updates, trainable)
+    beta = float(cfg.grpo.beta)
+    shape = jax.eval_shape(lambda p, r: trainer.init_state(p, tx, r, beta=beta), params,
+                           jax.ShapeDtypeStruct((2,), jnp.uint32))
+    return Optimization(tx, schedule, trainable, shape, trainer.state_shardings(mesh, shape, specs, tx))
+
+
+def step_functions(cfg: ml_collections.ConfigDict, graphdef: Any, gcfg: grpo.GRPOConfig, mesh: jax.sharding.Mesh,
+                   opt: Optimization, pad_id: int) -> tuple[Callable, Callable]:
+    """(assemble, train_step) of a run, jitted with the mesh's shardings: ``assemble(prompts, rollout, rewards,
+    sample_mask) -> TrainBatch`` (policy.assemble) and ``train_step(state, batch) -> (state, metrics)``
+    (trainer.make_train_step with the config's micro-batches, freeze mask and schedule; state donated)."""
+    policy_fn = policy.make_policy_fn(graphdef, temperature=cfg.rollout.temperature,
+                                      chunk_size=cfg.model.logprob_chunk)
+    batch_sh = sharding.batch_sharding(mesh)
+    assemble = jax.jit(lambda p, r, rew, m: policy.assemble(p, r, rew, m, pad_id=pad_id,
+                                                            with_old_logp=gcfg.num_iterations > 1),
+                       out_shardings=batch_sh)
+    train_step = trainer.make_train_step(policy_fn, opt.tx, gcfg, micro_batches=cfg.train.micro_batches,
+                                         trainable=opt.trainable, schedule=opt.schedule,
+                                         state_sharding=opt.state_sharding, batch_sharding=batch_sh)
+    return assemble, train_step

@@ -130,18 +130,15 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
     # 7. Optimizer + state.
     total_steps = cfg.train.total_steps or max(
         1, math.ceil(cfg.train.num_epochs * stream.num_samples / int(cfg.train.prompts_per_step)))
-    trainable = trainer.trainable_mask(params, setup.freeze_pattern(cfg))
-    opt_cfg = {k: v for k, v in cfg.optimizer.to_dict().items() if k != "freeze"}
-    tx, schedule = trainer.make_optimizer(opt_cfg, total_steps * gcfg.num_iterations, trainable)
+    opt = setup.optimization(cfg, params, specs, mesh, total_steps * gcfg.num_iterations)
     rng0 = jax.random.PRNGKey(cfg.seed)
-    shape = jax.eval_shape(lambda p, r: trainer.init_state(p, tx, r, beta=gcfg.beta), params, rng0)
-    state_sh = trainer.state_shardings(mesh, shape, specs, tx)
     # 8. Restore the latest checkpoint of the workdir, if any.
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), every=cfg.checkpoint.every,
                                    keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save,
                                    save_ref_params=cfg.checkpoint.save_ref_params)
     sizer = policy.stream_sizer(mcfg, stream, cfg.model.vision_multiples)
-    restored = ckpt.restore(trainer.abstract_state(shape, state_sh), ref_params=params if gcfg.beta > 0 else None)
+    restored = ckpt.restore(trainer.abstract_state(opt.state_shape, opt.state_sharding),
+                            ref_params=params if gcfg.beta > 0 else None)
     if restored is not None:
         state, position = restored
         stream.restore(position["stream"])
@@ -149,24 +146,17 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
         log.info("resumed from step %d (data position %s)", int(jax.device_get(state.step)),
                  position["stream"]["position"])
     else:
-        state, _ = trainer.create_state(params, tx, rng0, beta=gcfg.beta, mesh=mesh, param_specs=specs)
+        state, _ = trainer.create_state(params, opt.tx, rng0, beta=gcfg.beta, mesh=mesh, param_specs=specs)
     del params
     # 9. The loop.
     G = gcfg.num_generations
     setup.prime_rewards(stream.samples, stream.config.batch_size * G, setup.reward_kwargs(cfg))
-    policy_fn = policy.make_policy_fn(graphdef, temperature=cfg.rollout.temperature,
-                                      chunk_size=cfg.model.logprob_chunk)
-    batch_sh = sharding.batch_sharding(mesh)
     scfg = rollout.sampling_config(cfg.rollout, G, mcfg.eos_token_id, tokenizer)
+    assemble, train_step = setup.step_functions(cfg, graphdef, gcfg, mesh, opt, scfg.pad_id)
     run = Run(
         cfg=cfg, workdir=workdir, mesh=mesh, gcfg=gcfg, tokenizer=tokenizer, stream=stream, sizer=sizer,
         sampler=rollout.Sampler(graphdef, mcfg, mesh, scfg),
-        assemble=jax.jit(lambda p, r, rew, m: policy.assemble(p, r, rew, m, pad_id=scfg.pad_id,
-                                                              with_old_logp=gcfg.num_iterations > 1),
-                         out_shardings=batch_sh),
-        train_step=trainer.make_train_step(policy_fn, tx, gcfg, micro_batches=cfg.train.micro_batches,
-                                           trainable=trainable, schedule=schedule, state_sharding=state_sh,
-                                           batch_sharding=batch_sh),
+        assemble=assemble, train_step=train_step,
         evaluator=(evaluator.Evaluator(cfg, graphdef, mcfg, tokenizer, mesh)
                    if cfg.eval.samples or cfg.eval.extra_samples else None),
         ckpt=ckpt, total_steps=total_steps, flops_per_token=2.0 * setup.param_count(state.params),

@@ -22,6 +22,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from data_pipeline.schema import TASKS
+from tempr1_jax import devices
 from tempr1_jax.rewards import REWARD_KEYS as REWARD_COMPONENTS
 
 REWARD_KEYS = ("total", *REWARD_COMPONENTS)  # the keys of tempr1_jax.rewards.compute_rewards
@@ -285,26 +286,10 @@ def samples_markdown(
     return "\n".join(rows)
 
 
-# Dense bf16 peak FLOP/s per device (vendor figures: Cloud TPU system architecture pages; NVIDIA A100/H100
-# datasheets, SXM, without sparsity). Matched as substrings of jax.Device.device_kind, most specific first.
-PEAK_BF16_FLOPS = (
-    ("TPU v6 lite", 918e12),
-    ("TPU v5 lite", 197e12),
-    ("TPU v5p", 459e12),
-    ("TPU v5", 459e12),
-    ("TPU v4", 275e12),
-    ("H200", 989e12),
-    ("H100", 989e12),
-    ("A100", 312e12),
-)
-
-
 def peak_flops(device_kind: str) -> float | None:
-    """Peak dense bf16 FLOP/s of one device of this kind, or None when unknown (then MFU is not logged)."""
-    for name, flops in PEAK_BF16_FLOPS:
-        if name in device_kind:
-            return flops
-    return None
+    """Peak dense bf16 FLOP/s of one device of this kind (``tempr1_jax.devices``' table), or None when unknown
+    (then MFU is not logged)."""
+    return devices.peak_bf16_flops(device_kind)
 
 
 def throughput(
