@@ -24,6 +24,7 @@ from typing import Any
 
 import jax
 import ml_collections
+from jax.experimental import multihost_utils
 
 from data_pipeline import fileio, records
 from data_pipeline import stream as data_stream
@@ -116,7 +117,10 @@ def warn_policy_changes(cfg: ml_collections.ConfigDict, run_config: Mapping[str,
 
 
 def save_run_config(cfg: ml_collections.ConfigDict, workdir: str) -> None:
-    """Writes ``<workdir>/config.py`` and ``config.json`` (process 0; every process calls it)."""
+    """Writes ``<workdir>/config.py`` and ``config.json`` (process 0; every process calls it, after its own
+    ``check_resume``: the processes wait for each other first, so that none reads the new file as the saved one)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("preflight: saved config read")
     if jax.process_index() == 0:
         log.info("config: %s (and %s)", configlib.write_run_config(cfg, workdir), configlib.RUN_CONFIG_JSON)
 

@@ -404,6 +404,11 @@ def test_two_processes_with_jax_distributed_train_like_one(tmp_path, env, data_d
     a, b = flat(read_state(tmp_path / "one", 2)["params"]), flat(read_state(wd, 2)["params"])
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    # One log file per process (on a shared mount they would otherwise write into one file).
+    main, other = (wd / "train.log").read_text(), (wd / "train.process1.log").read_text()
+    assert "done at step 2/2" in main and "step 2/2 100.0%" in main  # process 0 logs the progress lines
+    assert "done at step 2/2" in other and "step 2/2 100.0%" not in other
+    assert "error" not in other.lower() and not (wd / "train.process0.log").exists()
 
 
 @pytest.mark.slow
