@@ -195,3 +195,19 @@ def test_the_mixture_log_names_tasks_sources_and_empty_sources(caplog):
     assert lines[2] == "  config.data.samples[1] /d/q.jsonl: 10 of 12 samples (gvqa), 33.3% of a step"
     assert lines[-1].startswith("config.data.samples[2] /d/tal.jsonl: none of its 5 samples is in the stream")
     assert caplog.records[-1].levelname == "WARNING"
+
+
+def test_evaluating_with_another_config_names_what_the_policy_sees_differently(caplog):
+    saved = saved_dict("--config.data.max_pixels=12544")
+    with caplog.at_level(logging.WARNING, logger="tempr1_jax"):
+        preflight.warn_policy_changes(
+            config("--config.data.max_pixels=12544", "--config.eval.max_samples=0", "--config.data.prefetch_batches=8"),
+            saved,
+        )
+        assert not caplog.records  # evaluation and speed knobs: nothing the policy sees
+        preflight.warn_policy_changes(config(), saved)
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "the config differs from the run's saved config in what the policy sees: "
+        "config.data.max_pixels: saved 12544, now 602112"
+    )
