@@ -8,12 +8,13 @@ The stages of a run, in the order ``main`` and ``train`` call them (each a short
   3. distributed init     jax.distributed when running as several processes (before any other JAX call)
   4. mesh                 (data, fsdp, tp) from config.mesh (sharding)
   5. data                 the demo's synthetic videos made on first use; the config checked against a resumed
-                          run's and saved (<workdir>/config.py), every input checked (preflight); this host's
-                          shard of the stream, its task mixture logged
+                          run's, every input checked (preflight); this host's shard of the stream, its task
+                          mixture logged
   6. tokenizer + model    an HF directory (config.model.path) or a preset with random init, born sharded by
                           its partition specs (setup); the optional supervised warm-up, exported once (warmup)
   7. optimizer + state    AdamW + schedule; the TrainState born sharded (reference params only if beta > 0)
-  8. restore              the workdir's latest checkpoint: params, optimizer state, step, RNG, data position
+  8. restore              the workdir's latest checkpoint: params, optimizer state, step, RNG, data position;
+                          the steps and schedule checked, the config saved (<workdir>/config.py, preflight)
   9. the loop             batch -> rollout (rollout.Sampler) -> rewards (each sample's own task) -> assemble ->
                           train_step (trainer) -> logs -> evaluation every N steps (evaluator) -> checkpoint
                           every K steps, on SIGTERM / SIGINT and at the end (checkpoint)
@@ -132,7 +133,6 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, preempt: checkpoint.P
     setup.apply_overrides(cfg, setup.prepare_synthetic(cfg))
     saved = preflight.check_resume(cfg, workdir)
     preflight.check_inputs(cfg, training=True)
-    preflight.save_run_config(cfg, workdir)
     tokenizer = setup.load_tokenizer(cfg)
     stream = data_stream.make_stream(setup.host_stream_config(cfg.data, int(cfg.train.prompts_per_step)),
                                      process_index=jax.process_index(), process_count=jax.process_count(),
@@ -171,6 +171,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, preempt: checkpoint.P
                                      workdir)
     else:
         state, _ = trainer.create_state(params, tx, rng0, beta=gcfg.beta, mesh=mesh, param_specs=specs)
+    preflight.save_run_config(cfg, workdir)  # (after the resume checks: a refused config is never saved)
     del params
     # 9. The loop.
     G = gcfg.num_generations

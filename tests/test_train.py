@@ -157,6 +157,7 @@ def test_train_log_holds_progress_eval_tables_mixture_and_warnings(straight):
     assert "train.jsonl: 32 of 32 samples (tg), 100.0% of a step" in log
     assert "evaluation set: 4 samples of config.eval.samples (tg 4)" in log
     assert "INFO tempr1_jax.preflight: config: " in log
+    assert log.index("preflight: config: ") < log.index("step 1/4")  # saved before the first step
 
 
 def test_compile_count_is_flat_after_the_first_step(straight):
@@ -197,6 +198,8 @@ def test_resume_in_a_new_process_is_exact(tmp_path, env, data_dir, straight):
         r = run([*args, extra], env)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
         assert r.stderr.strip().splitlines()[-1].startswith("error: ")
+        saved = json.loads((wd / "config.json").read_text())  # a refused config is not saved over the run's
+        assert saved["grpo"]["beta"] == 0.04 and saved["train"]["total_steps"] == 4
 
 
 NAN_AT_SECOND_BATCH = """
