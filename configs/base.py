@@ -39,6 +39,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.micro_batches = 1  # [VC-R1] --gradient_accumulation_steps 1 (gradient accumulation slices)
     c.train.steps_per_run = 0  # [ours] stop with a checkpoint after N steps of this invocation (0: to the end)
     c.train.max_consecutive_skips = 20  # [ours] stop when this many updates in a row are non-finite
+    # [ours] resume even when a new total_steps changes the learning-rate schedule (refused otherwise)
+    c.train.allow_schedule_change = False
 
     # optax AdamW + schedule (tempr1_jax.trainer.make_optimizer). Steps count optimizer updates.
     c.optimizer = ml_collections.ConfigDict()
@@ -127,7 +129,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.extra_samples = ()
     c.eval.every = 0  # [ours] steps between evaluations (0: never during training)
     c.eval.at_start = True  # [ours] also before the first step (the "before" numbers) when eval.every > 0
-    c.eval.max_samples = 0  # [ours] evaluate the first N samples of the slice (0: all)
+    c.eval.max_samples = 0  # [ours] a seeded slice of N samples, the same number per task (0: all)
     c.eval.batch_size = 8  # [ours] prompts per generation batch (global)
     c.eval.max_new_tokens = 1024  # [VC-R1] as in training
     c.eval.temperature = 0.0  # [VC-R1/MUSEG] greedy decoding at evaluation

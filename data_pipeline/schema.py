@@ -406,14 +406,19 @@ def iter_jsonl(path: str) -> Iterator[tuple[int, str]]:
                 yield i, line
 
 
-def read_samples(paths: str | Iterable[str]) -> list[dict[str, Any]]:
+def read_samples(paths: str | Iterable[str], *, origins: list[int] | None = None) -> list[dict[str, Any]]:
     """Read and validate samples JSONL file(s); raises ``ValueError("FILE:LINE: field ...")`` on the first
-    bad line or on an id repeated across the files."""
+    bad line, on an id repeated across the files, or on a file listed twice. ``origins``, when given, gets the
+    index in ``paths`` of each returned sample's file."""
     if isinstance(paths, str):
         paths = [paths]
+    paths = list(paths)
+    for i, path in enumerate(paths):
+        if path in paths[:i]:
+            raise ValueError(f"{path}: listed twice in the samples files (positions {paths.index(path)} and {i})")
     out: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
-    for path in paths:
+    for k, path in enumerate(paths):
         if not fileio.exists(path):
             raise ValueError(f"{path}: samples file not found")
         for lineno, line in iter_jsonl(path):
@@ -429,4 +434,6 @@ def read_samples(paths: str | Iterable[str]) -> list[dict[str, Any]]:
                 raise ValueError(f"{path}:{lineno}: field 'id': {s['id']!r} already used at {seen[s['id']]}")
             seen[s["id"]] = f"{path}:{lineno}"
             out.append(s)
+            if origins is not None:
+                origins.append(k)
     return out

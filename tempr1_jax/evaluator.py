@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -24,7 +23,8 @@ import ml_collections
 import numpy as np
 
 from data_pipeline import stream as data_stream
-from tempr1_jax import checkpoint, policy, rewards, rollout, scoring, setup, sharding, train_log
+from data_pipeline.schema import TASKS
+from tempr1_jax import checkpoint, policy, preflight, rewards, rollout, scoring, setup, sharding, train_log
 from tempr1_jax.models.qwen25vl import config as qconfig
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,13 @@ def gather_records(records: list[dict]) -> list[dict]:
 
 
 class Evaluator:
-    """Greedy (``eval.temperature``) decoding over ``eval.samples``, scored by ``tempr1_jax.scoring``."""
+    """Greedy (``eval.temperature``) decoding over ``eval.samples``, scored by ``tempr1_jax.scoring``.
+
+    The held-out stream is built here, before any evaluation runs: its files are read and checked, its videos
+    joined to the frames index and its prompts sized against the buckets now, not at the first evaluation.
+    ``eval.max_samples`` picks a seeded slice with the same number of samples per task
+    (``data_pipeline.stream.stratified_subset``, seed ``data.seed``): the same slice at every evaluation.
+    """
 
     def __init__(self, cfg: ml_collections.ConfigDict, graphdef: Any, mcfg: qconfig.Qwen25VLConfig,
                  tokenizer: Any, mesh: jax.sharding.Mesh) -> None:
@@ -81,36 +87,42 @@ class Evaluator:
         e = cfg.eval
         self.scfg = rollout.sampling_config(cfg.rollout, 1, mcfg.eos_token_id, tokenizer, temperature=e.temperature,
                                             max_new_tokens=e.max_new_tokens)
-        self.sampler = rollout.Sampler(graphdef, mcfg, mesh, self.scfg)
-        self.parts = [(self._stream_config(files), limit) for files, limit in eval_sets(e)]
-        self.sizers: list[policy.VisionSizer | None] = [None] * len(self.parts)
-        self.sizer: policy.VisionSizer | None = None  # the current part's, used by _generate
-        self.rng = jax.random.PRNGKey(cfg.seed + 7)  # only used when eval.temperature > 0
+        self.sampler = rollout.Sampler(graphdef, mcfg, mesh, self.scfg, name="eval_generate")
+        # One stream per evaluation set (eval_sets): built now, reused by every evaluation.
+        self.streams, self.sizers = [], []
+        for files, limit in eval_sets(e):
+            stream = data_stream.make_stream(self._stream_config(files, limit), process_index=jax.process_index(),
+                                             process_count=jax.process_count(), tokenizer=tokenizer,
+                                             name="config.data")
+            self.streams.append(stream)
+            self.sizers.append(policy.stream_sizer(mcfg, stream, cfg.model.vision_multiples))
+            setup.prime_rewards(stream.samples, stream.num_samples, setup.reward_kwargs(cfg))
+            counts = ", ".join(f"{t} {n}" for t, n in stream.samples_per_task.items() if n)
+            log.info("evaluation set: %d samples of %s (%s)%s", stream.num_samples, files, counts,
+                     f", a seeded slice per task of eval.max_samples={limit}" if limit else "")
+        self.sizer: policy.VisionSizer | None = None  # the current set's, used by _generate
+        # only used when eval.temperature > 0; replicated on the mesh, as _split_key's outputs are (one compile)
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        self.rng = jax.device_put(jax.random.PRNGKey(cfg.seed + 7), replicated)
 
-    def _stream_config(self, files: list[str]) -> ml_collections.ConfigDict:
+    def _stream_config(self, files: list[str], limit: int) -> ml_collections.ConfigDict:
         stream_cfg = ml_collections.ConfigDict(self.cfg.data.to_dict())
         stream_cfg.samples = files
         stream_cfg.repeat = False
         stream_cfg.shuffle = False
         stream_cfg.task_weights = ml_collections.ConfigDict()
+        stream_cfg.max_samples = int(limit)
         return setup.host_stream_config(stream_cfg, int(self.cfg.eval.batch_size))
 
     def batches(self) -> Iterator[data_stream.Batch]:
-        for k, (stream_cfg, limit) in enumerate(self.parts):
-            s = data_stream.make_stream(stream_cfg, process_index=jax.process_index(),
-                                        process_count=jax.process_count(), tokenizer=self.tokenizer)
-            n, per_batch = s.batches_per_pass(), stream_cfg.batch_size * jax.process_count()
-            if limit:
-                n = min(n, -(-limit // per_batch))
-            if self.sizers[k] is None:
-                self.sizers[k] = policy.stream_sizer(self.mcfg, s, self.cfg.model.vision_multiples)
-                setup.prime_rewards(s.samples, min(s.num_samples, n * per_batch), setup.reward_kwargs(self.cfg))
-            self.sizer = self.sizers[k]
+        """One pass over every evaluation set (this host's batches; each set's last batch padded)."""
+        for stream, sizer in zip(self.streams, self.sizers, strict=True):
+            self.sizer = sizer
             try:
-                for _ in range(n):
-                    yield next(s)
+                for _ in range(stream.batches_per_pass()):
+                    yield next(stream)
             finally:
-                s.close()
+                stream.close()
 
     def run(self, params: Any, out_dir: str | None = None, *, rules: Mapping[str, Any] | None = None,
             think: str | None = None) -> dict[str, Any]:
@@ -127,7 +139,9 @@ class Evaluator:
         out: dict[str, Any] = {"predictions": records, "samples": samples, "metrics": {}, "rewards": {},
                                "task_rewards": {}}
         if jax.process_index() == 0 and records:
-            rules = dict(rules) if rules is not None else {"missing": self.cfg.eval.missing}
+            # Completions carry no saliency scores: QVHighlights' HL metrics score the predicted windows.
+            rules = dict(rules) if rules is not None else {"missing": self.cfg.eval.missing,
+                                                            "hl_saliency": "from_segments"}
             out["metrics"] = scoring.evaluate_predictions(records, samples, think=think, **rules)
             r = rewards.compute_rewards([p["completion"] for p in records], samples,
                                         **(setup.reward_kwargs(self.cfg) | {"think": think}))
@@ -142,9 +156,17 @@ class Evaluator:
         return out
 
     def _generate(self, params: Any, batch: data_stream.Batch) -> tuple[np.ndarray, np.ndarray]:
-        self.rng, key = jax.random.split(self.rng)
+        self.rng, key = _split_key(self.rng)
         roll = self.sampler(params, batch, self.sizer, key)
         return roll.tokens, roll.completion_mask
+
+
+@jax.jit
+def _split_key(rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The evaluation's own key split (a program of its own: its first compilation in a resumed process is
+    not a recompilation of the trainer's split, whose key lives on the mesh)."""
+    a, b = jax.random.split(rng)
+    return a, b
 
 
 def eval_dir(workdir: str, step: int) -> str:
@@ -163,16 +185,24 @@ def log_eval(result: Mapping[str, Any], step: int, tb: train_log.TensorBoard | N
         scalars |= {f"eval/{task}/reward/{k}": v for k, v in means.items()}
     scalars["eval/seconds"] = result["seconds"]
     r = result["rewards"]
-    log.info("eval at step %d (%d samples, %.1f s): reward %.3f, format %.3f, localization %.3f", step,
-             len(result["predictions"]), result["seconds"], r["total"], r["format"], r["localization"])
-    print(scoring.format_table(result["metrics"]), file=sys.stderr, flush=True)
+    log.info("eval at step %d (%d samples: %s; %.1f s): reward %.3f, format %.3f, localization %.3f\n%s", step,
+             len(result["predictions"]), task_counts(result["samples"]), result["seconds"], r["total"],
+             r["format"], r["localization"], scoring.format_table(result["metrics"]))
     if tb is not None:
         tb.scalars(step, scalars)
     if jsonl is not None:
         jsonl.write(step, scalars)
 
 
-def _policy_of(cfg: ml_collections.ConfigDict, kind: str, where: str, step: int | None,
+def task_counts(samples: Iterable[Mapping[str, Any]]) -> str:
+    """``"tg 52, vhd 51"``: how many of ``samples`` each task has (in TASKS order)."""
+    n: dict[str, int] = {}
+    for s in samples:
+        n[s["task"]] = n.get(s["task"], 0) + 1
+    return ", ".join(f"{t} {n[t]}" for t in TASKS if t in n)
+
+
+def load_policy(cfg: ml_collections.ConfigDict, kind: str, where: str, step: int | None,
                mesh: jax.sharding.Mesh) -> tuple[Any, Any, Any, qconfig.Qwen25VLConfig, Any, int | None]:
     """(tokenizer, graphdef, params, model config, cfg, step) of a Hugging Face directory (kind "hf") or of a
     train checkpoint's params (kind "train": ``where`` is its checkpoints directory; no optimizer state read)."""
@@ -194,24 +224,45 @@ def _policy_of(cfg: ml_collections.ConfigDict, kind: str, where: str, step: int 
     return tokenizer, graphdef, params, mcfg, cfg, step
 
 
+def output_dir(kind: str, where: str, step: int | None, output: str | None, *, overwrite: bool) -> str:
+    """Where ``evaluate_checkpoint`` writes: ``output``, by default ``<workdir>/evaluate/step_<n>`` for a train
+    checkpoint (``where`` its checkpoints directory; never the run's own ``eval/step_<n>``). Raises ValueError
+    when it already holds an evaluation's files, unless ``overwrite``."""
+    if output is None and kind == "hf":
+        raise ValueError(f"{where} is a Hugging Face directory: give --output DIR")
+    out = output or os.path.join(os.path.dirname(where.rstrip(os.sep)), "evaluate", f"step_{step}")
+    held = [n for n in ("predictions.jsonl", "metrics.json") if os.path.exists(os.path.join(out, n))]
+    if held and not overwrite:
+        raise ValueError(f"{out} already holds an evaluation ({', '.join(held)}): give another --output, or "
+                         "--overwrite to replace it")
+    return out
+
+
 def evaluate_checkpoint(cfg: ml_collections.ConfigDict, kind: str, where: str, step: int | None, *,
-                        output: str | None, rules: Mapping[str, Any], think: str | None = None) -> int:
-    """``python -m tempr1_jax.evaluate --config ... --checkpoint ...``: decode ``eval.samples`` with the policy
-    of ``where`` (kind "hf": a Hugging Face directory with its own config.json, the tokenizer of
-    ``data.tokenizer`` or of ``where``; kind "train": a train checkpoint for the model of ``cfg``), write the
-    predictions and metrics under ``output`` and print the table. Returns the exit status."""
+                        output: str | None, rules: Mapping[str, Any], think: str | None = None,
+                        overwrite: bool = False, run_config: Mapping[str, Any] | None = None) -> int:
+    """``python -m tempr1_jax.evaluate --checkpoint ...``: decode ``eval.samples`` with the policy of ``where``
+    (kind "hf": a Hugging Face directory with its own config.json, the tokenizer of ``data.tokenizer`` or of
+    ``where``; kind "train": a train checkpoint for the model of ``cfg``), write the predictions and metrics
+    (``output_dir``) and print the table. ``run_config``: the run's saved config when ``cfg`` is another one
+    (its model / data differences are logged). Returns the exit status."""
     sharding.maybe_initialize_distributed(**cfg.distributed)
     mesh = sharding.make_mesh(cfg.mesh.to_dict())
     setup.apply_overrides(cfg, setup.prepare_synthetic(cfg))
     if not cfg.eval.samples and not cfg.eval.get("extra_samples", ()):
         raise ValueError("config.eval.samples and eval.extra_samples are empty: give the held-out samples JSONL to "
                          "decode")
-    setup.check_batch_sizes(cfg, mesh)
-    tokenizer, graphdef, params, mcfg, cfg, step = _policy_of(cfg, kind, where, step, mesh)
     if kind == "hf":
-        out_dir = output or os.path.join("eval", os.path.basename(where.rstrip(os.sep)))
-    else:
-        out_dir = output or eval_dir(os.path.dirname(where.rstrip(os.sep)), step)
+        with cfg.unlocked():
+            cfg.model.path, cfg.model.preset = where, ""
+            cfg.data.tokenizer = cfg.data.tokenizer or where
+    preflight.check_inputs(cfg, training=False)
+    preflight.warn_policy_changes(cfg, run_config)
+    setup.check_batch_sizes(cfg, mesh)
+    if step is not None or kind == "hf":
+        output_dir(kind, where, step, output, overwrite=overwrite)  # refuse before loading anything
+    tokenizer, graphdef, params, mcfg, cfg, step = load_policy(cfg, kind, where, step, mesh)
+    out_dir = output_dir(kind, where, step, output, overwrite=overwrite)
     evaluator = Evaluator(cfg, graphdef, mcfg, tokenizer, mesh)
     with jax.set_mesh(mesh):
         result = evaluator.run(params, out_dir, rules=rules, think=think)
@@ -222,6 +273,6 @@ def evaluate_checkpoint(cfg: ml_collections.ConfigDict, kind: str, where: str, s
         print(scoring.format_table(result["metrics"], scoring.Rules(**rules)))
         r = result["rewards"]
         print(f"mean reward {r['total']:.4f} (format {r['format']:.4f}, localization {r['localization']:.4f}, "
-              f"answer {r['answer']:.4f}) over {len(result['predictions'])} samples")
+              f"answer {r['answer']:.4f}) over {len(result['predictions'])} samples ({task_counts(result['samples'])})")
         print(f"wrote {os.path.join(out_dir, 'predictions.jsonl')} and {os.path.join(out_dir, 'metrics.json')}")
     return 0

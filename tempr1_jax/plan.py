@@ -343,7 +343,7 @@ def _device_dtype(dtype: Any) -> np.dtype:
 def abstract_prompts(cfg: ml_collections.ConfigDict, mcfg: Any, mesh: jax.sharding.Mesh) -> tuple[dict, dict]:
     """(the rollout's prompt inputs for ``train.prompts_per_step`` stand-in prompts as ShapeDtypeStructs on the
     batch sharding, their shapes for the report); built by policy.prompt_inputs on one prompt."""
-    vision_buckets, prompt_buckets = data_stream.check_buckets(cfg.data)
+    vision_buckets, prompt_buckets = data_stream.check_buckets(cfg.data, "config.data")
     grid = stand_in_video(cfg.data, vision_buckets[-1])
     batch = stand_in_batch(mcfg, prompt_buckets[-1], grid, float(cfg.data.fps))
     p, b, f = (int(v) for v in cfg.model.vision_multiples)
@@ -473,7 +473,7 @@ def build(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     mesh = sharding.make_mesh(cfg.mesh.to_dict())
     gcfg = grpo.GRPOConfig.from_mapping(cfg.grpo.to_dict())
     setup.check_batch_sizes(cfg, mesh)
-    data_stream.check_buckets(cfg.data)
+    data_stream.check_buckets(cfg.data, "config.data")
     model_cfg, source = planning_config(cfg)
     mcfg = setup.model_config(model_cfg, None)
     graphdef, params = setup.abstract_params(mcfg, mesh)

@@ -305,17 +305,19 @@ def initial_params(cfg: ml_collections.ConfigDict, mcfg: qconfig.Qwen25VLConfig,
     return (*random_params(mcfg, mesh, cfg.seed), False)
 
 
-def export_params(graphdef: Any, params: Any, out_dir: str, *, tokenizer_dir: str | None) -> None:
-    """Write params as an HF directory (float32), atomically: a killed export leaves no directory."""
+def export_params(graphdef: Any, params: Any, out_dir: str, *, tokenizer_dir: str | None,
+                  dtype: str = "float32") -> None:
+    """Write params as an HF directory (``dtype`` weights; tokenizer and processor files copied from
+    ``tokenizer_dir``), atomically: a killed export leaves no directory (an older one is replaced at the end)."""
     if jax.process_count() > 1:
         params = multihost_utils.process_allgather(params, tiled=True)
     if jax.process_index() == 0:
         tmp = f"{out_dir}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        qparams.export_hf_checkpoint(nnx.merge(graphdef, params), tmp, dtype="float32", copy_aux_from=tokenizer_dir)
+        qparams.export_hf_checkpoint(nnx.merge(graphdef, params), tmp, dtype=dtype, copy_aux_from=tokenizer_dir)
         shutil.rmtree(out_dir, ignore_errors=True)
         os.replace(tmp, out_dir)
-        log.info("exported the warmed-up policy to %s", out_dir)
+        log.info("exported the policy to %s (%s)", out_dir, dtype)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("export")
 
