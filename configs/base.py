@@ -139,7 +139,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.warmup = ml_collections.ConfigDict()
     c.warmup.steps = 0  # [ours] TempR1 has no SFT stage
     c.warmup.batch_size = 8  # [ours] prompts per warm-up step (global)
-    c.warmup.learning_rate = 1e-3  # [ours] AdamW, constant
+    c.warmup.learning_rate = 1e-3  # [ours] AdamW
+    c.warmup.decay = "constant"  # [ours] or "cosine" (a 5 % ramp, then down to a tenth), "linear"
     # [ours] "truth": ground-truth targets; "loose": imperfect ground truth (boundaries 1 s too wide with
     # probability widen_prob, tal / vhd instances missing with probability drop_prob); "random": random
     # intervals in the same format (teaches the format only)

@@ -1,12 +1,13 @@
-"""Draw the demo's reward curves from a training run's ``metrics.jsonl``.
+"""Draw the demo's per-task reward curves from a training run's ``metrics.jsonl``.
 
     python docs/plot_demo.py workdir/demo/metrics.jsonl docs/demo_rewards.png [VAL.jsonl]
 
-Plots the mean localization and format rewards of the GRPO rollouts (every logged step, with a running mean)
-and the held-out greedy localization reward of each evaluation. With the held-out samples file (the demo's
-``val.jsonl`` in its cache directory), also draws the best constant answer's mean IoU on it as a dashed line
-(``data_pipeline.synthetic.best_constant_iou``): what a model that ignores the pixels can reach. Needs
-matplotlib, which is not a dependency of the package (``pip install matplotlib``).
+One panel per task: the GRPO rollouts' mean localization reward of that task (every logged step, with a
+running mean) and the held-out greedy localization reward of each evaluation (step 0 is right after the
+warm-up, before GRPO). With the held-out samples file (the demo's ``val.jsonl`` in its cache directory), each
+panel also draws the task's pixel-blind bar as a dashed line (``tempr1_jax.baselines.pixel_blind_bars``: the
+best answer that reads the prompt but not the video). Needs matplotlib, which is not a dependency of the package
+(``pip install matplotlib``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # data_pipeline, when run from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package, when run from anywhere
+
+TASKS = ("tg", "dtg", "vhd", "gvqa", "tal")
+TITLES = {"tg": "tg (IoU)", "dtg": "dtg (mean paired IoU)", "vhd": "vhd (IoU of unions)",
+          "gvqa": "gvqa (evidence IoU of unions)", "tal": "tal (count + matched F1, of 2)"}
 
 
 def main(argv: list[str]) -> int:
@@ -36,32 +41,34 @@ def main(argv: list[str]) -> int:
     if not train:
         print(f"error: {argv[0]} has no training rows", file=sys.stderr)
         return 2
-    steps = np.array([r["step"] for r in train])
-    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=120)
-    for key, color, label in (("reward/localization", "tab:blue", "rollouts: localization (IoU)"),
-                              ("reward/format", "tab:gray", "rollouts: format")):
-        y = np.array([r[key] for r in train])
-        ax.plot(steps, y, color=color, alpha=0.25, lw=1)
-        k = max(1, len(y) // 10)
-        smooth = np.convolve(y, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1 :], smooth, color=color, lw=2, label=f"{label}, running mean")
-    if evals:
-        ax.plot([r["step"] for r in evals], [r["eval/reward/localization"] for r in evals], "o-", color="tab:red",
-                lw=2, label="held-out, greedy: localization (IoU)")
+    bars = {}
     if len(argv) == 3:
-        from data_pipeline import synthetic
+        from tempr1_jax.baselines import pixel_blind_bars
 
         with open(argv[2], encoding="utf-8") as f:
-            samples = [json.loads(line) for line in f if line.strip()]
-        (a, b), iou = synthetic.best_constant_iou(samples)
-        ax.axhline(iou, color="tab:red", ls="--", lw=1.2,
-                   label=f"held-out: best constant answer ({a:g} to {b:g}), IoU {iou:.2f}")
-    ax.set_xlabel("GRPO step")
-    ax.set_ylabel("mean reward")
-    ax.set_ylim(-0.02, 1.05)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("configs/demo.py: when is the red square on screen?", fontsize=10)
+            bars = pixel_blind_bars([json.loads(line) for line in f if line.strip()])
+    tasks = [t for t in TASKS if any(f"eval/{t}/reward/localization" in r for r in evals)]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.4), dpi=110, squeeze=False)
+    for ax, t in zip(axes[0], tasks, strict=True):
+        pts = [(r["step"], r[f"reward/{t}/localization"]) for r in train if f"reward/{t}/localization" in r]
+        if pts:
+            steps, y = np.array(pts).T
+            ax.plot(steps, y, color="tab:blue", alpha=0.2, lw=1)
+            k = max(1, len(y) // 8)
+            ax.plot(steps[k - 1 :], np.convolve(y, np.ones(k) / k, mode="valid"), color="tab:blue", lw=2,
+                    label="rollouts, running mean")
+        ev = [(r["step"], r[f"eval/{t}/reward/localization"]) for r in evals if f"eval/{t}/reward/localization" in r]
+        ax.plot(*np.array(ev).T, "o-", color="tab:red", lw=2, label="held-out, greedy")
+        if t in bars:
+            ax.axhline(bars[t]["localization"], color="tab:red", ls="--", lw=1.2, label="pixel-blind bar")
+        ax.set_title(TITLES[t], fontsize=9)
+        ax.set_xlabel("GRPO step", fontsize=8)
+        ax.set_ylim(-0.02, 2.05 if t == "tal" else 1.02)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("mean localization reward", fontsize=8)
+    axes[0][0].legend(loc="lower right", fontsize=7)
+    fig.suptitle("configs/demo.py: multi-task GRPO after a loose warm-up", fontsize=10)
     fig.tight_layout()
     fig.savefig(argv[1])
     print(f"wrote {argv[1]}")

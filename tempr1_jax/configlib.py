@@ -307,6 +307,8 @@ def _check_model_blocks(cfg: ml_collections.ConfigDict) -> None:
         need(w.learning_rate > 0, "warmup.learning_rate", "must be > 0")
         if "targets" in w:
             need(w.targets in warmup.TARGETS, "warmup.targets", f"must be one of {warmup.TARGETS}")
+        if "decay" in w:
+            need(w.decay in trainer.DECAYS, "warmup.decay", f"must be one of {trainer.DECAYS}")
         for k in ("widen_prob", "drop_prob"):
             if k in w:
                 need(0 <= w[k] <= 1, f"warmup.{k}", "must be a probability in [0, 1]")

@@ -58,11 +58,13 @@ def generate_predictions(
     return records, samples
 
 
-def eval_sets(e: ml_collections.ConfigDict) -> list[tuple[list[str], int]]:
-    """What an evaluation decodes, in order, as (samples files, at most this many samples; 0: all): the held-out
-    slice ``eval.samples`` (first ``eval.max_samples``), then ``eval.extra_samples`` in full; empty ones left out."""
-    parts = [(list(e.samples), int(e.max_samples)), (list(e.get("extra_samples", ())), 0)]
-    return [(files, limit) for files, limit in parts if files]
+def eval_sets(e: ml_collections.ConfigDict) -> list[tuple[str, list[str], int]]:
+    """What an evaluation decodes, in order, as (config key, samples files, at most this many samples; 0: all):
+    the held-out slice ``eval.samples`` (``eval.max_samples`` of them, the same number per task), then
+    ``eval.extra_samples`` in full; empty ones left out."""
+    parts = [("config.eval.samples", list(e.samples), int(e.max_samples)),
+             ("config.eval.extra_samples", list(e.get("extra_samples", ())), 0)]
+    return [part for part in parts if part[1]]
 
 
 def gather_records(records: list[dict]) -> list[dict]:
@@ -90,7 +92,7 @@ class Evaluator:
         self.sampler = rollout.Sampler(graphdef, mcfg, mesh, self.scfg, name="eval_generate")
         # One stream per evaluation set (eval_sets): built now, reused by every evaluation.
         self.streams, self.sizers = [], []
-        for files, limit in eval_sets(e):
+        for key, files, limit in eval_sets(e):
             stream = data_stream.make_stream(self._stream_config(files, limit), process_index=jax.process_index(),
                                              process_count=jax.process_count(), tokenizer=tokenizer,
                                              name="config.data")
@@ -98,7 +100,7 @@ class Evaluator:
             self.sizers.append(policy.stream_sizer(mcfg, stream, cfg.model.vision_multiples))
             setup.prime_rewards(stream.samples, stream.num_samples, setup.reward_kwargs(cfg))
             counts = ", ".join(f"{t} {n}" for t, n in stream.samples_per_task.items() if n)
-            log.info("evaluation set: %d samples of %s (%s)%s", stream.num_samples, files, counts,
+            log.info("evaluation set: %d samples of %s (%s)%s", stream.num_samples, key, counts,
                      f", a seeded slice per task of eval.max_samples={limit}" if limit else "")
         self.sizer: policy.VisionSizer | None = None  # the current set's, used by _generate
         # only used when eval.temperature > 0; replicated on the mesh, as _split_key's outputs are (one compile)

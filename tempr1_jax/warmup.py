@@ -25,7 +25,7 @@ import optax
 from data_pipeline import prompts as data_prompts
 from data_pipeline import stream as data_stream
 from data_pipeline.schema import OPTION_LETTERS
-from tempr1_jax import policy, rollout, setup, sharding
+from tempr1_jax import policy, rollout, setup, sharding, trainer
 from tempr1_jax.models.qwen25vl import config as qconfig
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,15 @@ def target_rows(batch: data_stream.Batch, tokenizer: Any, mode: str, rng: np.ran
     return targets, mask & np.asarray(batch.sample_mask, bool)[:, None]
 
 
+def schedule(w: ml_collections.ConfigDict) -> optax.Schedule:
+    """The warm-up's learning rate: ``warmup.learning_rate``, constant, or with ``warmup.decay="cosine"`` a 5 %
+    linear ramp then a cosine decay to a tenth of it at ``warmup.steps`` (trainer.make_schedule)."""
+    lr, steps = float(w.learning_rate), max(int(w.steps), 1)
+    if w.get("decay", "constant") == "constant":
+        return optax.constant_schedule(lr)
+    return trainer.make_schedule(lr, steps, warmup_steps=steps // 20, decay=w.decay, end_factor=0.1)
+
+
 def make_step(graphdef: Any, tx: optax.GradientTransformation, chunk: int, param_sh: Any, opt_sh: Any,
               mesh: jax.sharding.Mesh) -> Any:
     """The jitted warm-up step ``(params, opt_state, batch) -> (params, opt_state, loss)``: mean next-token
@@ -134,7 +143,7 @@ def supervised_warmup(cfg: ml_collections.ConfigDict, graphdef: Any, params: Any
                                      tokenizer=tokenizer)
     T = int(cfg.rollout.max_new_tokens)
     pad = rollout.sampling_config(cfg.rollout, 1, mcfg.eos_token_id, tokenizer).pad_id
-    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(float(w.learning_rate)))
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule(w)))
     param_sh = sharding.named(mesh, specs)
     opt_sh = sharding.named(mesh, sharding.optimizer_state_specs(tx, jax.eval_shape(tx.init, params), specs))
     opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)

@@ -158,9 +158,10 @@ def test_training_refuses_mcq_and_baselines_have_no_bar():
 
 def test_evaluator_decodes_the_slice_then_the_extra_sets_in_full():
     e = ml_collections.ConfigDict({"samples": ("a.jsonl",), "max_samples": 16, "extra_samples": ("b.jsonl", "c.jsonl")})
-    assert evaluator.eval_sets(e) == [(["a.jsonl"], 16), (["b.jsonl", "c.jsonl"], 0)]
+    assert evaluator.eval_sets(e) == [("config.eval.samples", ["a.jsonl"], 16),
+                                      ("config.eval.extra_samples", ["b.jsonl", "c.jsonl"], 0)]
     e.samples = ()
-    assert evaluator.eval_sets(e) == [(["b.jsonl", "c.jsonl"], 0)]
+    assert evaluator.eval_sets(e) == [("config.eval.extra_samples", ["b.jsonl", "c.jsonl"], 0)]
 
 
 def test_tempr1_configs_list_the_extra_evaluation_sets_on_request():

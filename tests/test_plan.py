@@ -168,7 +168,7 @@ def test_a_config_that_cannot_shard_gets_the_trainers_error():
     [
         (["--config.model.attention_impl=cudnn"], "config.model.attention_impl='cudnn': the model's cuDNN path"),
         (["--config.mesh.data=2"], "needs 2 devices, but there are 1"),
-        (["--config.data.vision_buckets=(6,)"], "config.vision_buckets must be multiples of 4 patches"),
+        (["--config.data.vision_buckets=(6,)"], "vision_buckets must be multiples of 4 patches"),
         (["--config.data.max_frames=8", "--config.data.prompt_buckets=(8,)"], "cannot hold the 4 video tokens"),
         (["--device-kind", "tpu v9"], "--device-kind 'tpu v9': unknown device"),
         (["--config.model.nope=1"], "unknown config key 'model.nope'"),

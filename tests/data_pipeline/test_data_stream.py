@@ -320,7 +320,7 @@ def test_samples_annotated_longer_than_their_video_are_reported_kept_or_skipped(
 def test_max_samples_is_a_seeded_slice_with_the_same_number_per_task(config, data):
     config.max_samples = 7
     s = stream.make_stream(config)
-    assert s.num_samples == 7 and sorted(s.samples_per_task.values()) == [1, 1, 1, 2, 2]
+    assert s.num_samples == 7 and sorted(n for n in s.samples_per_task.values() if n) == [1, 1, 1, 2, 2]
     assert [x["id"] for x in stream.make_stream(config).samples] == [x["id"] for x in s.samples]
     config.seed = 1
     assert [x["id"] for x in stream.make_stream(config).samples] != [x["id"] for x in s.samples]
