@@ -67,6 +67,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.grpo.advantage_eps = 1e-4  # [TRL] the eps added to the std
     c.grpo.advantage_ddof = 1  # [TRL] torch's unbiased std
     c.grpo.norm_constant = config_dict.placeholder(int)  # [ours] Dr.GRPO constant; None: completion length
+    c.grpo.dynamic_sampling = False  # [DAPO] True: draw prompts until every kept group has varying rewards
+    c.grpo.max_draws_per_step = 4  # [ours] cap on stream batches per step with dynamic_sampling (verl: unbounded)
 
     # Checkpoints (tempr1_jax.checkpoint.Checkpointer). Also saved on SIGTERM and at the last step.
     c.checkpoint = ml_collections.ConfigDict()
