@@ -83,6 +83,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.logging.samples_every = 50  # [ours] sample completions as TensorBoard text every N steps
     c.logging.num_samples = 4  # [ours] completions per sample table
     c.logging.sample_chars = 600  # [ours] completions are cut to this many characters in the table
+    # [ours] Weights & Biases (pip install -e '.[wandb]'): the same scalars, sample tables, the config; off while
+    # project is "". The run id is kept in <workdir>/wandb_run_id (a resumed run attaches to it); WANDB_MODE=offline
+    # writes only under <workdir>/wandb/.
+    c.logging.wandb = ml_collections.ConfigDict(dict(project="", entity="", name="", tags=()))
 
     # Rewards: the keyword arguments of tempr1_jax.rewards.compute_rewards.
     c.reward = ml_collections.ConfigDict()

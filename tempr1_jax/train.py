@@ -259,8 +259,8 @@ class Bookkeeping:
 
 
 def log_step(run: Run, step: int, out: StepResult, tb: Any, jsonl: Any, progress: Any) -> None:
-    """The console line, metrics.jsonl, TensorBoard scalars (every ``logging.every`` steps, the last, skipped
-    ones) and the sample table (every ``logging.samples_every`` steps)."""
+    """The console line, metrics.jsonl, TensorBoard / wandb scalars (every ``logging.every`` steps, the last,
+    skipped ones) and the sample table (every ``logging.samples_every`` steps)."""
     c, m = run.cfg.logging, out.metrics
     progress.update(step, m)
     if jsonl is not None:
@@ -268,9 +268,8 @@ def log_step(run: Run, step: int, out: StepResult, tb: Any, jsonl: Any, progress
     if tb is not None and (step % c.every == 0 or step == run.total_steps or m["skipped"] > 0):
         tb.scalars(step, m)
     if tb is not None and c.samples_every and step % c.samples_every == 0:
-        tb.text(step, "samples", train_log.samples_markdown(
-            out.completions, [s["task"] for s in out.samples], out.rewards, [s["id"] for s in out.samples],
-            num=c.num_samples, max_chars=c.sample_chars))
+        tb.samples(step, out.completions, [s["task"] for s in out.samples], out.rewards,
+                   [s["id"] for s in out.samples], num=c.num_samples, max_chars=c.sample_chars)
 
 
 def save_if_due(run: Run, state: trainer.TrainState, book: Bookkeeping, *, skipped: bool, stop: bool,
@@ -294,7 +293,7 @@ def loop(run: Run, state: trainer.TrainState) -> int:
     book = Bookkeeping(step=step, start_step=step)
     stop_at = min(run.total_steps, step + cfg.train.steps_per_run) if cfg.train.steps_per_run else run.total_steps
     progress = train_log.Progress(run.total_steps, start_step=step, every=cfg.logging.every)
-    tb = train_log.TensorBoard(os.path.join(workdir, "tensorboard")) if cfg.logging.tensorboard else None
+    tb = train_log.open_writers(workdir, cfg)  # TensorBoard and / or wandb
     jsonl = train_log.MetricsFile(os.path.join(workdir, "metrics.jsonl")) if jax.process_index() == 0 else None
     n_prompts, G = int(cfg.train.prompts_per_step), run.gcfg.num_generations
     log.info("training: steps %d -> %d, %d prompts x %d completions per step", step, run.total_steps, n_prompts, G)
