@@ -65,14 +65,22 @@ def gather_records(records: list[dict]) -> list[dict]:
 
 
 class Evaluator:
-    """Greedy (``eval.temperature``) decoding over ``eval.samples``, scored by ``tempr1_jax.scoring``."""
+    """Greedy (``eval.temperature``) decoding over ``eval.samples``, scored by ``tempr1_jax.scoring``.
+
+    ``group_size``, ``temperature`` and ``max_new_tokens`` override the evaluation's 1 completion per prompt,
+    ``eval.temperature`` and ``eval.max_new_tokens`` (``tempr1_jax.filter`` samples k completions per prompt at
+    the rollout's temperature through the same stream and sampler)."""
 
     def __init__(self, cfg: ml_collections.ConfigDict, graphdef: Any, mcfg: qconfig.Qwen25VLConfig,
-                 tokenizer: Any, mesh: jax.sharding.Mesh) -> None:
+                 tokenizer: Any, mesh: jax.sharding.Mesh, *, group_size: int = 1, temperature: float | None = None,
+                 max_new_tokens: int | None = None) -> None:
         self.cfg, self.tokenizer, self.mcfg = cfg, tokenizer, mcfg
         e = cfg.eval
-        self.scfg = rollout.sampling_config(cfg.rollout, 1, mcfg.eos_token_id, tokenizer, temperature=e.temperature,
-                                            max_new_tokens=e.max_new_tokens)
+        self.group_size = group_size
+        self.scfg = rollout.sampling_config(
+            cfg.rollout, group_size, mcfg.eos_token_id, tokenizer,
+            temperature=e.temperature if temperature is None else temperature,
+            max_new_tokens=max_new_tokens or e.max_new_tokens)
         self.sampler = rollout.Sampler(graphdef, mcfg, mesh, self.scfg)
         self.sizer: policy.VisionSizer | None = None
         stream_cfg = ml_collections.ConfigDict(cfg.data.to_dict())
@@ -90,10 +98,11 @@ class Evaluator:
         if self.cfg.eval.max_samples:
             per_batch = self.stream_cfg.batch_size * jax.process_count()
             n = min(n, -(-int(self.cfg.eval.max_samples) // per_batch))
+        self.num_batches = n
         if self.sizer is None:
             self.sizer = policy.stream_sizer(self.mcfg, s, self.cfg.model.vision_multiples)
             rows = min(s.num_samples, n * self.stream_cfg.batch_size * jax.process_count())
-            setup.prime_rewards(s.samples, rows, setup.reward_kwargs(self.cfg))
+            setup.prime_rewards(s.samples, rows * self.group_size, setup.reward_kwargs(self.cfg))
         try:
             for _ in range(n):
                 yield next(s)
@@ -109,7 +118,7 @@ class Evaluator:
         t0 = time.perf_counter()
         think = think or self.cfg.reward.think
         records, samples = generate_predictions(
-            self.batches(), lambda batch: self._generate(params, batch), self.tokenizer, think=think)
+            self.batches(), lambda batch: self.generate(params, batch), self.tokenizer, think=think)
         records, samples = gather_records(records), gather_records(samples)
         out: dict[str, Any] = {"predictions": records, "samples": samples, "metrics": {}, "rewards": {}}
         if jax.process_index() == 0 and records:
@@ -124,7 +133,8 @@ class Evaluator:
         out["seconds"] = time.perf_counter() - t0
         return out
 
-    def _generate(self, params: Any, batch: data_stream.Batch) -> tuple[np.ndarray, np.ndarray]:
+    def generate(self, params: Any, batch: data_stream.Batch) -> tuple[np.ndarray, np.ndarray]:
+        """This host's completions of ``batch``: tokens int [b * group_size, T] and their mask (numpy)."""
         self.rng, key = jax.random.split(self.rng)
         roll = self.sampler(params, batch, self.sizer, key)
         return roll.tokens, roll.completion_mask
@@ -135,7 +145,7 @@ def eval_dir(workdir: str, step: int) -> str:
     return os.path.join(workdir, "eval", f"step_{step}")
 
 
-def log_eval(result: Mapping[str, Any], step: int, tb: train_log.TensorBoard | None,
+def log_eval(result: Mapping[str, Any], step: int, tb: train_log.Writers | train_log.TensorBoard | None,
              jsonl: train_log.MetricsFile | None) -> None:
     """One evaluation's metrics and mean rewards: a log line, the per-task table, TensorBoard and metrics.jsonl
     (``eval/<task>/<metric>``, ``eval/reward/<component>``)."""
@@ -153,7 +163,7 @@ def log_eval(result: Mapping[str, Any], step: int, tb: train_log.TensorBoard | N
         jsonl.write(step, scalars)
 
 
-def _policy_of(cfg: ml_collections.ConfigDict, kind: str, where: str, step: int | None,
+def policy_of(cfg: ml_collections.ConfigDict, kind: str, where: str, step: int | None,
                mesh: jax.sharding.Mesh) -> tuple[Any, Any, Any, qconfig.Qwen25VLConfig, Any, int | None]:
     """(tokenizer, graphdef, params, model config, cfg, step) of a Hugging Face directory (kind "hf") or of a
     train checkpoint's params (kind "train": ``where`` is its checkpoints directory; no optimizer state read)."""
@@ -187,7 +197,7 @@ def evaluate_checkpoint(cfg: ml_collections.ConfigDict, kind: str, where: str, s
     if not cfg.eval.samples:
         raise ValueError("config.eval.samples is empty: give the held-out samples JSONL to decode")
     setup.check_batch_sizes(cfg, mesh)
-    tokenizer, graphdef, params, mcfg, cfg, step = _policy_of(cfg, kind, where, step, mesh)
+    tokenizer, graphdef, params, mcfg, cfg, step = policy_of(cfg, kind, where, step, mesh)
     if kind == "hf":
         out_dir = output or os.path.join("eval", os.path.basename(where.rstrip(os.sep)))
     else:
