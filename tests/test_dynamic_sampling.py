@@ -105,7 +105,7 @@ def test_bad_values_are_errors_naming_the_key():
 # ----------------------------------------------------------------------------------------------------------
 
 
-def dynamic(data_dir, **extra):
+def dynamic(data_dir, **extra):  # noqa: F811
     """The small demo with dynamic sampling: a 45-step warm-up leaves the policy between no format and the format,
     so some groups have rewards that vary and some do not (measured: steps drawing 1 and 2 batches)."""
     return small(data_dir, **{"grpo.dynamic_sampling": True, "grpo.max_draws_per_step": 3, "warmup.steps": 45,
