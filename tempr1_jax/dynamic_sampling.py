@@ -59,8 +59,7 @@ def informative_groups(total: np.ndarray, valid: np.ndarray, G: int) -> np.ndarr
     return (ok.sum(1) >= 2) & (hi > lo)
 
 
-def take_rows(batches: Sequence[Batch], picks: Sequence[tuple[int, int]], valid: Sequence[bool],
-              pad_id: int) -> Batch:
+def take_rows(batches: Sequence[Batch], picks: Sequence[tuple[int, int]], valid: Sequence[bool], pad_id: int) -> Batch:
     """A stream Batch whose row i is row ``picks[i] = (batch k, row j)`` of ``batches``, ``sample_mask`` set to
     ``valid[i]``. Prompts are left-padded (``pad_id``) and videos right-padded (zeros) to the largest bucket
     among the picked batches, a shape the stream itself produces."""
@@ -83,12 +82,11 @@ def take_rows(batches: Sequence[Batch], picks: Sequence[tuple[int, int]], valid:
 def _rows(x: Any, picks: Sequence[tuple[int, int]], G: int) -> Any:
     """The G rows of each picked group from per-draw row arrays / lists ``x[k]``."""
     if isinstance(x[0], np.ndarray):
-        return np.concatenate([x[k][j * G:(j + 1) * G] for k, j in picks])
-    return [v for k, j in picks for v in x[k][j * G:(j + 1) * G]]
+        return np.concatenate([x[k][j * G : (j + 1) * G] for k, j in picks])
+    return [v for k, j in picks for v in x[k][j * G : (j + 1) * G]]
 
 
-def assemble_update(draws: Sequence[Draw], picks: Sequence[tuple[int, int]], n_kept: int, G: int,
-                    pad_id: int) -> Draw:
+def assemble_update(draws: Sequence[Draw], picks: Sequence[tuple[int, int]], n_kept: int, G: int, pad_id: int) -> Draw:
     """One Draw of ``len(picks)`` prompts from groups of several draws: the first ``n_kept`` picks train, the
     others only pad the batch (their ``sample_mask`` False)."""
     valid = [i < n_kept for i in range(len(picks))]
@@ -118,8 +116,15 @@ def _sum_over_hosts(counts: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, (float(v) for v in total.reshape(-1, len(keys)).sum(0)), strict=True))
 
 
-def draw(first: Batch, next_batch: Callable[[], Batch], rollout: Callable[[Batch, int], Draw], *, G: int,
-         max_draws: int, pad_id: int) -> tuple[Draw, list[Draw], dict[str, float]]:
+def draw(
+    first: Batch,
+    next_batch: Callable[[], Batch],
+    rollout: Callable[[Batch, int], Draw],
+    *,
+    G: int,
+    max_draws: int,
+    pad_id: int,
+) -> tuple[Draw, list[Draw], dict[str, float]]:
     """The draws of one step: ``first``, then ``next_batch()`` while some host lacks informative groups and fewer
     than ``max_draws`` batches were drawn, each rolled out and scored by ``rollout(batch, k)``.
 
@@ -148,8 +153,14 @@ def draw(first: Batch, next_batch: Callable[[], Batch], rollout: Callable[[Batch
     n_kept = len(kept)
     picks = kept + [(len(draws) - 1, j % quota) for j in range(quota - n_kept)]
     update = assemble_update(draws, picks, n_kept, G, pad_id)
-    counts = _sum_over_hosts({"dynamic/draws": 0.0, "dynamic/groups_drawn": float(drawn_groups),
-                              "dynamic/informative": float(informative), "dynamic/groups_kept": float(n_kept),
-                              "dynamic/rollouts": float(rollouts)})
+    counts = _sum_over_hosts(
+        {
+            "dynamic/draws": 0.0,
+            "dynamic/groups_drawn": float(drawn_groups),
+            "dynamic/informative": float(informative),
+            "dynamic/groups_kept": float(n_kept),
+            "dynamic/rollouts": float(rollouts),
+        }
+    )
     counts["dynamic/draws"] = float(len(draws))
     return update, draws, counts

@@ -45,17 +45,30 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="--config.KEY=VALUE overrides any config key (e.g. --config.eval.batch_size=16).",
     )
     p.add_argument("--config", required=True, metavar="configs/NAME.py", help="the training config (model, data)")
-    p.add_argument("--checkpoint", required=True, metavar="DIR",
-                   help="a train.py workdir / checkpoint directory, or a Hugging Face directory")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="DIR",
+        help="a train.py workdir / checkpoint directory, or a Hugging Face directory",
+    )
     p.add_argument("--samples", required=True, nargs="+", metavar="IN.jsonl", help="samples JSONL file(s)")
-    p.add_argument("--output", required=True, metavar="OUT.jsonl",
-                   help="every sample with its reward mean / std (appended; a rerun resumes)")
+    p.add_argument(
+        "--output",
+        required=True,
+        metavar="OUT.jsonl",
+        help="every sample with its reward mean / std (appended; a rerun resumes)",
+    )
     p.add_argument("--kept", metavar="KEPT.jsonl", help="the filtered samples (default: OUT.kept.jsonl)")
     p.add_argument("--k", type=int, default=8, help="completions per sample (default: 8)")
-    p.add_argument("--keep", choices=KEEP, default="informative",
-                   help="informative: drop samples whose k rewards are all equal (default); all: no such drop")
-    p.add_argument("--reward", default="total", help="the reward the filter reads: total (default), format, "
-                   "localization or answer")
+    p.add_argument(
+        "--keep",
+        choices=KEEP,
+        default="informative",
+        help="informative: drop samples whose k rewards are all equal (default); all: no such drop",
+    )
+    p.add_argument(
+        "--reward", default="total", help="the reward the filter reads: total (default), format, localization or answer"
+    )
     p.add_argument("--min-mean", type=float, default=-np.inf, metavar="X", help="keep mean reward >= X")
     p.add_argument("--max-mean", type=float, default=np.inf, metavar="Y", help="keep mean reward <= Y")
     return p
@@ -109,8 +122,13 @@ def read_done(path: str) -> dict[str, dict]:
 
 def score_record(sample: Mapping[str, Any], values: np.ndarray) -> dict[str, Any]:
     """A sample plus the statistics of its k reward values (float64 [k])."""
-    return {**sample, "reward_mean": float(np.mean(values)), "reward_std": float(np.std(values)),
-            "reward_k": int(values.size), "rewards": [float(v) for v in values]}
+    return {
+        **sample,
+        "reward_mean": float(np.mean(values)),
+        "reward_std": float(np.std(values)),
+        "reward_k": int(values.size),
+        "rewards": [float(v) for v in values],
+    }
 
 
 def keeps(rec: Mapping[str, Any], keep: str, lo: float, hi: float) -> bool:
@@ -131,8 +149,14 @@ def run_filter(cfg: Any, kind: str, where: str, step: int | None, args: argparse
     samples = data_stream.samples_of(args.samples)
     done = read_done(args.output)
     todo = [s for s in samples if s["id"] not in done]
-    log.info("%d samples, %d already scored in %s, %d to go (k = %d)", len(samples), len(samples) - len(todo),
-             args.output, len(todo), args.k)
+    log.info(
+        "%d samples, %d already scored in %s, %d to go (k = %d)",
+        len(samples),
+        len(samples) - len(todo),
+        args.output,
+        len(todo),
+        args.k,
+    )
     if todo:
         todo_path = args.output + ".todo.jsonl"  # the stream reads files: the samples left, in input order
         if jax.process_index() == 0:
@@ -145,8 +169,16 @@ def run_filter(cfg: Any, kind: str, where: str, step: int | None, args: argparse
             cfg.eval.samples, cfg.eval.max_samples = (todo_path,), 0
         setup.check_batch_sizes(cfg, mesh)
         tokenizer, graphdef, params, mcfg, cfg, _ = evaluator.policy_of(cfg, kind, where, step, mesh)
-        ev = evaluator.Evaluator(cfg, graphdef, mcfg, tokenizer, mesh, group_size=args.k,
-                                 temperature=cfg.rollout.temperature, max_new_tokens=cfg.rollout.max_new_tokens)
+        ev = evaluator.Evaluator(
+            cfg,
+            graphdef,
+            mcfg,
+            tokenizer,
+            mesh,
+            group_size=args.k,
+            temperature=cfg.rollout.temperature,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+        )
         with jax.set_mesh(mesh):
             score_batches(ev, params, args, setup.reward_kwargs(cfg), tokenizer)
         if jax.process_index() == 0:
@@ -156,8 +188,7 @@ def run_filter(cfg: Any, kind: str, where: str, step: int | None, args: argparse
     return 0
 
 
-def score_batches(ev: Any, params: Any, args: argparse.Namespace, reward_kw: Mapping[str, Any],
-                  tokenizer: Any) -> None:
+def score_batches(ev: Any, params: Any, args: argparse.Namespace, reward_kw: Mapping[str, Any], tokenizer: Any) -> None:
     """k completions per sample of every batch, scored, appended to ``args.output`` (process 0) batch by batch."""
     import jax
 
@@ -189,12 +220,12 @@ def score_batches(ev: Any, params: Any, args: argparse.Namespace, reward_kw: Map
             out.close()
 
 
-def write_kept(samples: Sequence[Mapping[str, Any]], scored: Mapping[str, Mapping[str, Any]],
-               args: argparse.Namespace) -> None:
+def write_kept(
+    samples: Sequence[Mapping[str, Any]], scored: Mapping[str, Mapping[str, Any]], args: argparse.Namespace
+) -> None:
     """The samples that pass the filter, as they were read, in input order; a summary line on stdout."""
     path = args.kept or os.path.splitext(args.output)[0] + ".kept.jsonl"
-    kept = [s for s in samples if s["id"] in scored and keeps(scored[s["id"]], args.keep, args.min_mean,
-                                                                args.max_mean)]
+    kept = [s for s in samples if s["id"] in scored and keeps(scored[s["id"]], args.keep, args.min_mean, args.max_mean)]
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(s) + "\n" for s in kept)
@@ -202,10 +233,12 @@ def write_kept(samples: Sequence[Mapping[str, Any]], scored: Mapping[str, Mappin
     missing = sum(s["id"] not in scored for s in samples)
     means = [scored[s["id"]]["reward_mean"] for s in samples if s["id"] in scored]
     equal = sum(scored[s["id"]]["reward_std"] == 0 for s in samples if s["id"] in scored)
-    print(f"scored {len(means)} samples (k = {args.k}, mean {args.reward} reward "
-          f"{np.mean(means) if means else float('nan'):.4f}; {equal} with all k rewards equal); kept {len(kept)} "
-          f"-> {path}; every sample with its reward mean / std -> {args.output}"
-          + (f"; {missing} not scored (their video is not in data.frames)" if missing else ""))
+    print(
+        f"scored {len(means)} samples (k = {args.k}, mean {args.reward} reward "
+        f"{np.mean(means) if means else float('nan'):.4f}; {equal} with all k rewards equal); kept {len(kept)} "
+        f"-> {path}; every sample with its reward mean / std -> {args.output}"
+        + (f"; {missing} not scored (their video is not in data.frames)" if missing else "")
+    )
 
 
 if __name__ == "__main__":

@@ -24,21 +24,32 @@ def fake_batch(k: int, b: int = 3, L: int = 4, N: int = 2) -> Batch:
     rows = np.arange(b)
     fields = {f: np.zeros((b,), np.int32) for f in Batch._fields}
     fields |= dict(
-        input_ids=np.full((b, L), 10 * k, np.int32) + rows[:, None], attention_mask=np.ones((b, L), np.int32),
-        pixel_values=np.full((b, N, 3), k, np.float32) + rows[:, None, None] / 10, pixel_mask=np.ones((b, N), bool),
-        sample_mask=np.ones(b, bool), id=np.array([f"{k}:{j}".encode() for j in rows]),
+        input_ids=np.full((b, L), 10 * k, np.int32) + rows[:, None],
+        attention_mask=np.ones((b, L), np.int32),
+        pixel_values=np.full((b, N, 3), k, np.float32) + rows[:, None, None] / 10,
+        pixel_mask=np.ones((b, N), bool),
+        sample_mask=np.ones(b, bool),
+        id=np.array([f"{k}:{j}".encode() for j in rows]),
     )
     return Batch(**fields)
 
 
 def fake_rollout(totals: list[list[float]]):
     """rollout(batch, k) -> Draw whose group j has rewards ``totals[k][j * G: (j + 1) * G]``."""
+
     def rollout(batch: Batch, k: int) -> ds.Draw:
         n = batch.input_ids.shape[0] * G
         tokens = np.repeat(batch.input_ids[:, :1], G, axis=0) + np.zeros((n, 5), np.int32)
-        return ds.Draw(batch, tokens, np.ones((n, 5), bool), np.full((n, 5), -float(k)),
-                       {"total": np.asarray(totals[k], np.float32), "format": np.zeros(n, np.float32)},
-                       [f"c{k}.{i}" for i in range(n)], [{"id": f"{k}:{i // G}"} for i in range(n)])
+        return ds.Draw(
+            batch,
+            tokens,
+            np.ones((n, 5), bool),
+            np.full((n, 5), -float(k)),
+            {"total": np.asarray(totals[k], np.float32), "format": np.zeros(n, np.float32)},
+            [f"c{k}.{i}" for i in range(n)],
+            [{"id": f"{k}:{i // G}"} for i in range(n)],
+        )
+
     return rollout
 
 
@@ -50,15 +61,21 @@ def test_informative_groups_are_those_whose_valid_finite_rewards_vary():
 
 
 def test_draw_keeps_the_informative_groups_in_order_until_the_quota():
-    totals = [[1, 1, 0, 1, 2, 2],  # draw 0: group 1 informative
-              [0, 0, 0, 0, 0, 0],  # draw 1: none
-              [5, 6, 7, 8, 9, 9]]  # draw 2: groups 0, 1 (only one more is needed)
+    totals = [
+        [1, 1, 0, 1, 2, 2],  # draw 0: group 1 informative
+        [0, 0, 0, 0, 0, 0],  # draw 1: none
+        [5, 6, 7, 8, 9, 9],
+    ]  # draw 2: groups 0, 1 (only one more is needed)
     batches = iter([fake_batch(1), fake_batch(2), fake_batch(3)])
-    upd, draws, counts = ds.draw(fake_batch(0), lambda: next(batches), fake_rollout(totals), G=G, max_draws=8,
-                                 pad_id=0)
+    upd, draws, counts = ds.draw(fake_batch(0), lambda: next(batches), fake_rollout(totals), G=G, max_draws=8, pad_id=0)
     assert len(draws) == 3 and next(batches).id[0] == b"3:0"  # stopped as soon as it had 3 groups
-    assert counts == {"dynamic/draws": 3, "dynamic/groups_drawn": 9, "dynamic/informative": 3,
-                      "dynamic/groups_kept": 3, "dynamic/rollouts": 18}
+    assert counts == {
+        "dynamic/draws": 3,
+        "dynamic/groups_drawn": 9,
+        "dynamic/informative": 3,
+        "dynamic/groups_kept": 3,
+        "dynamic/rollouts": 18,
+    }
     assert list(upd.batch.id) == [b"0:1", b"2:0", b"2:1"] and upd.batch.sample_mask.all()
     np.testing.assert_array_equal(upd.rewards["total"], [0, 1, 5, 6, 7, 8])
     np.testing.assert_array_equal(upd.tokens[:, 0], [1, 1, 20, 20, 21, 21])  # each group's own completions
@@ -69,8 +86,7 @@ def test_draw_keeps_the_informative_groups_in_order_until_the_quota():
 def test_the_cap_trains_on_what_it_has_and_pads_with_masked_groups():
     totals = [[1, 1, 0, 1, 2, 2], [0, 0, 0, 0, 0, 0]]
     batches = iter([fake_batch(1)])
-    upd, draws, counts = ds.draw(fake_batch(0), lambda: next(batches), fake_rollout(totals), G=G, max_draws=2,
-                                 pad_id=0)
+    upd, draws, counts = ds.draw(fake_batch(0), lambda: next(batches), fake_rollout(totals), G=G, max_draws=2, pad_id=0)
     assert counts["dynamic/draws"] == 2 and counts["dynamic/groups_kept"] == 1 and counts["dynamic/rollouts"] == 12
     assert upd.batch.input_ids.shape == (3, 4) and upd.tokens.shape == (6, 5)  # the static shape
     np.testing.assert_array_equal(upd.batch.sample_mask, [True, False, False])
@@ -78,8 +94,9 @@ def test_the_cap_trains_on_what_it_has_and_pads_with_masked_groups():
 
 
 def test_a_draw_of_one_batch_with_nothing_informative_is_all_padding():
-    upd, draws, counts = ds.draw(fake_batch(0), lambda: pytest.fail("drew again"), fake_rollout([[1] * 6]), G=G,
-                                 max_draws=1, pad_id=0)
+    upd, draws, counts = ds.draw(
+        fake_batch(0), lambda: pytest.fail("drew again"), fake_rollout([[1] * 6]), G=G, max_draws=1, pad_id=0
+    )
     assert counts["dynamic/groups_kept"] == 0 and not upd.batch.sample_mask.any() and len(draws) == 1
 
 
@@ -108,8 +125,18 @@ def test_bad_values_are_errors_naming_the_key():
 def dynamic(data_dir, **extra):  # noqa: F811
     """The small demo with dynamic sampling: a 45-step warm-up leaves the policy between no format and the format,
     so some groups have rewards that vary and some do not (measured: steps drawing 1 and 2 batches)."""
-    return small(data_dir, **{"grpo.dynamic_sampling": True, "grpo.max_draws_per_step": 3, "warmup.steps": 45,
-                              "warmup.batch_size": 8, "eval.every": 0, "logging.samples_every": 0, **extra})
+    return small(
+        data_dir,
+        **{
+            "grpo.dynamic_sampling": True,
+            "grpo.max_draws_per_step": 3,
+            "warmup.steps": 45,
+            "warmup.batch_size": 8,
+            "eval.every": 0,
+            "logging.samples_every": 0,
+            **extra,
+        },
+    )
 
 
 @pytest.fixture(scope="module")

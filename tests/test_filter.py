@@ -22,16 +22,44 @@ def overrides(data_dir) -> list[str]:  # noqa: F811
 def policy_run(tmp_path_factory, env, data_dir):  # noqa: F811
     """One GRPO step after a 45-step warm-up: warmup_model/ (HF) and checkpoints/1 (train)."""
     wd = tmp_path_factory.mktemp("filter_policy")
-    r = run(["--config", DEMO, "--workdir", str(wd),
-             *small(data_dir, **{"train.total_steps": 1, "warmup.steps": 45, "warmup.batch_size": 8,
-                                 "eval.every": 0, "logging.tensorboard": False})], env)
+    r = run(
+        [
+            "--config",
+            DEMO,
+            "--workdir",
+            str(wd),
+            *small(
+                data_dir,
+                **{
+                    "train.total_steps": 1,
+                    "warmup.steps": 45,
+                    "warmup.batch_size": 8,
+                    "eval.every": 0,
+                    "logging.tensorboard": False,
+                },
+            ),
+        ],
+        env,
+    )
     assert r.returncode == 0, r.stderr[-6000:]
     return wd
 
 
 def filter_cmd(checkpoint, samples, out, data_dir, *extra):  # noqa: F811
-    return ["--config", DEMO, "--checkpoint", str(checkpoint), "--samples", str(samples), "--output", str(out),
-            "--k", str(K), *extra, *overrides(data_dir)]
+    return [
+        "--config",
+        DEMO,
+        "--checkpoint",
+        str(checkpoint),
+        "--samples",
+        str(samples),
+        "--output",
+        str(out),
+        "--k",
+        str(K),
+        *extra,
+        *overrides(data_dir),
+    ]
 
 
 def lines(path) -> list[dict]:
@@ -76,15 +104,22 @@ def test_an_interrupted_pass_resumes_without_scoring_again(tmp_path, env, data_d
     assert len({json.loads(x)["id"] for x in again}) == 32
     scored = {x["id"]: x for x in lines(out)}
     kept = lines(tmp_path / "k.jsonl")
-    assert [s["id"] for s in kept] == [s["id"] for s in lines(samples)
-                                       if scored[s["id"]]["reward_std"] > 0 and scored[s["id"]]["reward_mean"] >= 0.5]
+    assert [s["id"] for s in kept] == [
+        s["id"] for s in lines(samples) if scored[s["id"]]["reward_std"] > 0 and scored[s["id"]]["reward_mean"] >= 0.5
+    ]
     r = run(args, env, module="tempr1_jax.filter")  # nothing left: writes the filtered file again, loads no model
     assert r.returncode == 0 and "0 to go" in r.stderr and lines(tmp_path / "k.jsonl") == kept
 
 
-@pytest.mark.parametrize("flag, message", [(["--k", "0"], "--k 0: must be >= 1"),
-                                           (["--reward", "iou"], "--reward 'iou': must be one of total")])
+@pytest.mark.parametrize(
+    "flag, message",
+    [(["--k", "0"], "--k 0: must be >= 1"), (["--reward", "iou"], "--reward 'iou': must be one of total")],
+)
 def test_bad_flags_are_errors_naming_them(tmp_path, env, data_dir, flag, message):  # noqa: F811
-    r = run(filter_cmd(tmp_path, data_dir / "train.jsonl", tmp_path / "o.jsonl", data_dir, *flag), env,
-            module="tempr1_jax.filter", timeout=120)
+    r = run(
+        filter_cmd(tmp_path, data_dir / "train.jsonl", tmp_path / "o.jsonl", data_dir, *flag),
+        env,
+        module="tempr1_jax.filter",
+        timeout=120,
+    )
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr

@@ -31,8 +31,8 @@ def read_records(path: str) -> list:
         if room < 7:  # block trailer too small for a header: skip to the next block
             pos += room
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk = data[pos + 7:pos + 7 + length]
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == 0 and length == 0:
             continue
@@ -80,8 +80,9 @@ def test_offline_run_holds_scalars_and_tables_and_resume_attaches_to_the_same_ru
     first_id = w.run_id
     writers = train_log.Writers(None, w)
     writers.scalars(1, {"loss": 0.5, "reward/total": 1.25})
-    writers.samples(1, ["<answer>1 to 2</answer>"], ["tg"], {"total": [1.5], "format": [1.0]}, ["v0"], num=4,
-                    max_chars=600)
+    writers.samples(
+        1, ["<answer>1 to 2</answer>"], ["tg"], {"total": [1.5], "format": [1.0]}, ["v0"], num=4, max_chars=600
+    )
     writers.close()
     assert open(os.path.join(wd, train_log.Wandb.ID_FILE)).read().strip() == first_id
     w = train_log.Wandb(wd, {"grpo": {"beta": 0.04}}, project="tempr1-test")
@@ -105,10 +106,13 @@ def test_a_missing_wandb_is_an_error_naming_the_extra(tmp_path, monkeypatch):
         train_log.Wandb(str(tmp_path), {}, project="p")
 
 
-@pytest.mark.parametrize("override, message", [
-    ("--config.logging.wandb.entity=me", "config.logging.wandb.entity='me': is set but logging.wandb.project is"),
-    ("--config.logging.wandb.tags=('',)", "config.logging.wandb.tags=('',): must be a tuple of non-empty"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.logging.wandb.entity=me", "config.logging.wandb.entity='me': is set but logging.wandb.project is"),
+        ("--config.logging.wandb.tags=('',)", "config.logging.wandb.tags=('',): must be a tuple of non-empty"),
+    ],
+)
 def test_bad_wandb_values_are_errors_naming_the_key(override, message):
     with pytest.raises(configlib.ConfigError) as e:
         configlib.parse_flags(["train", "--config", DEMO, override])
@@ -120,9 +124,23 @@ def test_train_logs_to_wandb_and_a_resumed_run_attaches_to_it(tmp_path, env, dat
     """``python -m tempr1_jax.train --config.logging.wandb.project=...``: 2 steps, then 2 more in a new process."""
     pytest.importorskip("wandb")
     wd = tmp_path / "run"
-    args = ["--config", DEMO, "--workdir", str(wd), "--config.logging.wandb.project=tempr1-test",
-            *small(data_dir, **{"warmup.steps": 0, "eval.every": 0, "train.steps_per_run": 2,
-                                "logging.samples_every": 1, "logging.tensorboard": False})]
+    args = [
+        "--config",
+        DEMO,
+        "--workdir",
+        str(wd),
+        "--config.logging.wandb.project=tempr1-test",
+        *small(
+            data_dir,
+            **{
+                "warmup.steps": 0,
+                "eval.every": 0,
+                "train.steps_per_run": 2,
+                "logging.samples_every": 1,
+                "logging.tensorboard": False,
+            },
+        ),
+    ]
     wenv = {**env, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     for _ in range(2):
         r = run(args, wenv)
