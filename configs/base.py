@@ -109,6 +109,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.scan_layers = True  # [ours] one lax.scan over the blocks (fast compiles)
     c.model.freeze_vision = False  # [ours] True freezes the vision tower (Time-R1's --fix_vit)
     c.model.logprob_chunk = 256  # [ours] positions per log-prob block (no full [B, L, V] fp32 logits)
+    # [ours] LoRA (tempr1_jax.models.qwen25vl.lora): adapters W + (alpha / rank) B A on the kernels whose param path
+    # fully matches targets (the language model's projections by default; add "|visual/.*_kernel" for the vision
+    # tower); only the adapters train, the KL reference is the base (adapters off). rank 0: off (the recipe).
+    c.model.lora = ml_collections.ConfigDict(
+        dict(rank=0, alpha=16.0, targets=r"text/layers/(q|k|v|o|gate|up|down)_kernel", dropout=0.0))
     # [ours] the packed vision batch's sizes round up to these multiples (patches, window / frame-pair blocks,
     # slots per frame-pair block): rope.bucket_vision_sizes' defaults, for real videos
     c.model.vision_multiples = (256, 8, 64)

@@ -253,6 +253,11 @@ def _check_model_blocks(cfg: ml_collections.ConfigDict) -> None:
              f"must be one of {qconfig.ATTENTION_IMPLS}")
         need(m.attention_chunk >= 0, "model.attention_chunk", "must be >= 0 (0: off)")
         need(m.logprob_chunk >= 1, "model.logprob_chunk", "must be >= 1")
+        if "lora" in m:
+            try:
+                qconfig.LoraConfig(**m.lora.to_dict()).validate()
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"config.model.{e}") from None
     if "rollout" in cfg:
         r = cfg.rollout
         need(r.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")

@@ -177,7 +177,7 @@ def policy_of(cfg: ml_collections.ConfigDict, kind: str, where: str, step: int |
         graphdef, params, _ = setup.hf_params(where, mcfg, mesh)
         return tokenizer, graphdef, params, mcfg, cfg, None
     tokenizer = setup.load_tokenizer(cfg)
-    mcfg = setup.model_config(cfg, tokenizer)
+    mcfg = setup.with_lora(cfg, setup.model_config(cfg, tokenizer))  # a LoRA run's checkpoint holds its adapters
     graphdef, target = setup.abstract_params(mcfg, mesh)
     ckpt = checkpoint.Checkpointer(where, every=1, keep=1 << 30, async_save=False, read_only=True)
     params, step = ckpt.restore_params(target, step=step)

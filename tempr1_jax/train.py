@@ -51,6 +51,7 @@ from tempr1_jax import (
     trainer,
     warmup,
 )
+from tempr1_jax.models.qwen25vl import lora as qlora
 
 log = logging.getLogger("tempr1_jax.train")
 
@@ -125,6 +126,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
         params = warmup.supervised_warmup(cfg, graphdef, params, specs, mcfg, tokenizer, mesh)
         setup.export_params(graphdef, params, os.path.join(workdir, setup.WARMUP_DIR),
                             tokenizer_dir=cfg.data.tokenizer or cfg.model.path)
+    mcfg, graphdef, params, specs = setup.attach_lora(cfg, mcfg, graphdef, params, specs, mesh)  # no-op without
     log.info("model: %.2fM params (%s compute, %s params)", setup.param_count(params) / 1e6, mcfg.dtype,
              mcfg.param_dtype)
     # 7. Optimizer + state.
@@ -134,14 +136,15 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
     opt_cfg = {k: v for k, v in cfg.optimizer.to_dict().items() if k != "freeze"}
     tx, schedule = trainer.make_optimizer(opt_cfg, total_steps * gcfg.num_iterations, trainable)
     rng0 = jax.random.PRNGKey(cfg.seed)
-    shape = jax.eval_shape(lambda p, r: trainer.init_state(p, tx, r, beta=gcfg.beta), params, rng0)
+    ref_beta = 0.0 if mcfg.lora.rank else gcfg.beta  # LoRA's reference is the base itself: no copy kept
+    shape = jax.eval_shape(lambda p, r: trainer.init_state(p, tx, r, beta=ref_beta), params, rng0)
     state_sh = trainer.state_shardings(mesh, shape, specs, tx)
     # 8. Restore the latest checkpoint of the workdir, if any.
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), every=cfg.checkpoint.every,
                                    keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save,
                                    save_ref_params=cfg.checkpoint.save_ref_params)
     sizer = policy.stream_sizer(mcfg, stream, cfg.model.vision_multiples)
-    restored = ckpt.restore(trainer.abstract_state(shape, state_sh), ref_params=params if gcfg.beta > 0 else None)
+    restored = ckpt.restore(trainer.abstract_state(shape, state_sh), ref_params=params if ref_beta > 0 else None)
     if restored is not None:
         state, position = restored
         stream.restore(position["stream"])
@@ -149,7 +152,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
         log.info("resumed from step %d (data position %s)", int(jax.device_get(state.step)),
                  position["stream"]["position"])
     else:
-        state, _ = trainer.create_state(params, tx, rng0, beta=gcfg.beta, mesh=mesh, param_specs=specs)
+        state, _ = trainer.create_state(params, tx, rng0, beta=ref_beta, mesh=mesh, param_specs=specs)
     del params
     # 9. The loop.
     G = gcfg.num_generations
@@ -166,7 +169,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
                          out_shardings=batch_sh),
         train_step=trainer.make_train_step(policy_fn, tx, gcfg, micro_batches=cfg.train.micro_batches,
                                            trainable=trainable, schedule=schedule, state_sharding=state_sh,
-                                           batch_sharding=batch_sh),
+                                           batch_sharding=batch_sh,
+                                           reference=qlora.without_adapters if mcfg.lora.rank else None),
         evaluator=evaluator.Evaluator(cfg, graphdef, mcfg, tokenizer, mesh) if cfg.eval.samples else None,
         ckpt=ckpt, total_steps=total_steps, flops_per_token=2.0 * setup.param_count(state.params),
     )  # fmt: skip

@@ -420,8 +420,11 @@ def train_step(
     schedule: optax.Schedule | None = None,
     state_sharding: TrainState | None = None,
     batch_sharding: NamedSharding | None = None,
+    reference: Callable[[Params], Params] | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One rollout batch -> ``grpo.num_iterations`` optimizer updates (pure; jit it with ``make_train_step``).
+    ``reference(params)`` gives the KL reference's params from the policy's (LoRA: the adapters off, no second
+    copy of the weights); None uses ``state.ref_params``.
 
     Metrics (float32 scalars, averaged over the mu updates): loss, pg_loss, kl_loss and kl (beta > 0),
     clip/low, clip/high, clip/region, ratio/mean, ratio/min, ratio/max, entropy, tokens, grad_norm, lr,
@@ -431,7 +434,7 @@ def train_step(
     mu, G = cfg.num_iterations, cfg.num_generations
     shards = 1 if batch_sharding is None else sharding.batch_shards(batch_sharding.mesh)
     check_batch(batch, G, micro_batches, shards, mu)
-    if cfg.beta > 0 and state.ref_params is None:
+    if cfg.beta > 0 and state.ref_params is None and reference is None:
         raise ValueError("train_step: grpo.beta > 0 but the state has no ref_params")
     constrain = (lambda t: t) if batch_sharding is None else (
         lambda t: jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), t))  # fmt: skip
@@ -446,7 +449,7 @@ def train_step(
 
     ref_logp = None
     if cfg.beta > 0:  # the reference's log-probs, one micro-batch at a time
-        ref_params = jax.lax.stop_gradient(state.ref_params)
+        ref_params = jax.lax.stop_gradient(state.ref_params if reference is None else reference(state.params))
         ref_body = lambda _, mb: (None, jax.lax.stop_gradient(  # noqa: E731
             policy_fn(ref_params, constrain(mb["inputs"]))[0].astype(jnp.float32)))
         _, ref_logp = jax.lax.scan(ref_body, None, micro)
@@ -501,7 +504,8 @@ def make_train_step(
       options: ``train_step``'s other settings: ``micro_batches`` (gradient accumulation: each update sums
         gradients over this many slices of the batch, the loss normalized over the whole batch, so the result
         equals one big batch), ``trainable`` (bool tree from trainable_mask; frozen params get no gradient and
-        no backward pass), ``schedule`` (the learning-rate schedule, only to report ``lr``).
+        no backward pass), ``schedule`` (the learning-rate schedule, only to report ``lr``), ``reference``
+        (the KL reference's params as a function of the policy's, instead of ``state.ref_params``).
     """
     if options.get("micro_batches", 1) < 1:
         raise ValueError(f"micro_batches={options['micro_batches']}: must be >= 1")
