@@ -139,7 +139,6 @@ def keeps(rec: Mapping[str, Any], keep: str, lo: float, hi: float) -> bool:
 def run_filter(cfg: Any, kind: str, where: str, step: int | None, args: argparse.Namespace) -> int:
     """The command (see the module docstring); every process calls it, process 0 writes. Returns 0."""
     import jax
-    from jax.experimental import multihost_utils
 
     from data_pipeline import stream as data_stream
     from tempr1_jax import evaluator, setup, sharding
@@ -147,7 +146,10 @@ def run_filter(cfg: Any, kind: str, where: str, step: int | None, args: argparse
     sharding.maybe_initialize_distributed(**cfg.distributed)
     mesh = sharding.make_mesh(cfg.mesh.to_dict())
     samples = data_stream.samples_of(args.samples)
-    done = read_done(args.output)
+    # Process 0 writes OUT.jsonl: its ids decide what is left, for every process (no shared file system needed).
+    done = set(read_done(args.output)) if jax.process_index() == 0 else set()
+    if jax.process_count() > 1:
+        done = set(sharding.gather_json(sorted(done))[0])
     todo = [s for s in samples if s["id"] not in done]
     log.info(
         "%d samples, %d already scored in %s, %d to go (k = %d)",
@@ -158,12 +160,10 @@ def run_filter(cfg: Any, kind: str, where: str, step: int | None, args: argparse
         args.k,
     )
     if todo:
-        todo_path = args.output + ".todo.jsonl"  # the stream reads files: the samples left, in input order
-        if jax.process_index() == 0:
-            with open(todo_path, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(s) + "\n" for s in todo)
-        if jax.process_count() > 1:
-            multihost_utils.sync_global_devices("filter todo")
+        # The stream reads files: the samples left, in input order, one copy per process.
+        todo_path = f"{args.output}.todo{jax.process_index()}.jsonl"
+        with open(todo_path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(s) + "\n" for s in todo)
         setup.apply_overrides(cfg, setup.prepare_synthetic(cfg))  # the demo's frames and tokenizer
         with cfg.unlocked():
             cfg.eval.samples, cfg.eval.max_samples = (todo_path,), 0
@@ -181,8 +181,7 @@ def run_filter(cfg: Any, kind: str, where: str, step: int | None, args: argparse
         )
         with jax.set_mesh(mesh):
             score_batches(ev, params, args, setup.reward_kwargs(cfg), tokenizer)
-        if jax.process_index() == 0:
-            os.remove(todo_path)
+        os.remove(todo_path)
     if jax.process_index() == 0:
         write_kept(samples, read_done(args.output), args)
     return 0
