@@ -39,6 +39,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.micro_batches = 1  # [VC-R1] --gradient_accumulation_steps 1 (gradient accumulation slices)
     c.train.steps_per_run = 0  # [ours] stop with a checkpoint after N steps of this invocation (0: to the end)
     c.train.max_consecutive_skips = 20  # [ours] stop when this many updates in a row are non-finite
+    # [ours] resume even when a new total_steps changes the learning-rate schedule (refused otherwise)
+    c.train.allow_schedule_change = False
 
     # optax AdamW + schedule (tempr1_jax.trainer.make_optimizer). Steps count optimizer updates.
     c.optimizer = ml_collections.ConfigDict()
@@ -99,6 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.path = config_dict.placeholder(str)  # [ours] e.g. /ckpt/Qwen2.5-VL-7B-Instruct (TempR1: 7B Instruct)
     c.model.preset = ""  # [ours] "tiny" (random init; sized by model.text / model.vision and the tokenizer)
+    c.model.plan_preset = ""  # [ours] python -m tempr1_jax.plan: the shapes when model.path is not a local dir
     c.model.text = ml_collections.ConfigDict()  # [ours] TextConfig overrides of a preset, e.g. hidden_size
     c.model.vision = ml_collections.ConfigDict()  # [ours] VisionConfig overrides of a preset
     c.model.dtype = "bfloat16"  # [VC-R1] --bf16: compute dtype
@@ -132,9 +135,12 @@ def get_config() -> ml_collections.ConfigDict:
     # Periodic evaluation on a held-out slice, the code of `python -m tempr1_jax.evaluate` (greedy decoding).
     c.eval = ml_collections.ConfigDict()
     c.eval.samples = ()  # [ours] held-out samples JSONL files (frames from data.frames); empty: no evaluation
+    # [ours] more samples JSONL files decoded in full after eval.samples' slice (whole benchmarks, e.g. the general
+    # multiple-choice ones; eval.max_samples does not apply to them)
+    c.eval.extra_samples = ()
     c.eval.every = 0  # [ours] steps between evaluations (0: never during training)
     c.eval.at_start = True  # [ours] also before the first step (the "before" numbers) when eval.every > 0
-    c.eval.max_samples = 0  # [ours] evaluate the first N samples of the slice (0: all)
+    c.eval.max_samples = 0  # [ours] a seeded slice of N samples, the same number per task (0: all)
     c.eval.batch_size = 8  # [ours] prompts per generation batch (global)
     c.eval.max_new_tokens = 1024  # [VC-R1] as in training
     c.eval.temperature = 0.0  # [VC-R1/MUSEG] greedy decoding at evaluation
@@ -145,9 +151,20 @@ def get_config() -> ml_collections.ConfigDict:
     c.warmup.steps = 0  # [ours] TempR1 has no SFT stage
     c.warmup.batch_size = 8  # [ours] prompts per warm-up step (global)
     c.warmup.learning_rate = 1e-3  # [ours] AdamW, constant
-    # [ours] "truth": ground-truth targets; "random": random intervals in the same format (teaches the format only)
+    # [ours] "truth": ground-truth targets; "loose": imperfect ground truth (boundaries 1 s too wide with
+    # probability widen_prob, tal / vhd instances missing with probability drop_prob); "random": random
+    # intervals in the same format (teaches the format only)
     c.warmup.targets = "truth"
+    c.warmup.widen_prob = 0.6  # [ours] "loose" targets only
+    c.warmup.drop_prob = 0.3  # [ours] "loose" targets only
+    c.warmup.task_weights = ml_collections.ConfigDict()  # [ours] the warm-up's task mix (empty: natural proportions)
     return c
+
+
+# [ours] evaluation sets beyond the paper's five temporal benchmarks, as samples files under <root>/samples/:
+# TVGBench (Time-R1's grounding benchmark, tg) and the general video benchmarks on which TempR1 reports that RL
+# keeps general ability ([paper] VideoMME, MVBench, TempCompass, Perception Test: accuracy, task mcq).
+EXTRA_EVAL_SETS = ("tvgbench", "tempcompass_mc", "mvbench", "videomme", "perception_test_mc")
 
 
 def tempr1_config(size: str, data_root: str) -> ml_collections.ConfigDict:
@@ -155,17 +172,22 @@ def tempr1_config(size: str, data_root: str) -> ml_collections.ConfigDict:
 
     Expects ``<data_root>/samples/<name>.jsonl`` (``python -m data_pipeline.convert``) and ``<data_root>/frames``
     (``python -m data_pipeline.extract_frames``); ``--config.model.path`` gives the Qwen2.5-VL-{3B,7B}-Instruct
-    directory. Values not set here are the recipe's defaults in get_config(), each with its source there.
+    directory. ``data_root`` ending in ``,extra`` (``/data/tempr1,extra``) also evaluates EXTRA_EVAL_SETS in full
+    (``eval.extra_samples``). Values not set here are the recipe's defaults in get_config(), each with its source
+    there.
     """
     c = get_config()
+    data_root, extra = (data_root[: -len(",extra")], True) if data_root.endswith(",extra") else (data_root, False)
     root = data_root.rstrip("/")
-    # [paper] the ~60K-sample corpus: TG Charades-STA (+ DiDeMo, TimeRFT: no converter here, add their samples
-    # files when you have them), DTG ActivityNet Captions, VHD QVHighlights, GVQA NExT-GQA, TAL ActivityNet-1.3
-    # and HACS. [paper] All five tasks mixed at random in every batch, in their natural proportions (VC-R1 uses a
-    # shuffled ConcatDataset), the prompt and reward chosen per sample: task_weights left empty.
+    # [paper] the ~60K-sample corpus: TG Charades-STA, DiDeMo and TimeRFT (Time-R1's 2.5K RL set,
+    # `--format timerft`; DiDeMo has no converter here: add its samples file when you have it), DTG ActivityNet
+    # Captions, VHD QVHighlights, GVQA NExT-GQA, TAL ActivityNet-1.3 and HACS. [paper] All five tasks mixed at
+    # random in every batch, in their natural proportions (VC-R1 uses a shuffled ConcatDataset), the prompt and
+    # reward chosen per sample: task_weights left empty. [ours] TimeRFT in full (the paper gives no per-source
+    # counts; 2500 of ~60K samples).
     c.data.samples = tuple(
         f"{root}/samples/{name}.jsonl"
-        for name in ("charades_sta_train", "activitynet_captions_dtg_train", "qvhighlights_train",
+        for name in ("charades_sta_train", "timerft_train", "activitynet_captions_dtg_train", "qvhighlights_train",
                      "nextgqa_train", "activitynet13_train", "hacs_train")
     )
     c.data.frames = f"{root}/frames"
@@ -195,9 +217,12 @@ def tempr1_config(size: str, data_root: str) -> ml_collections.ConfigDict:
         for name in ("charades_sta_test", "activitynet_captions_dtg_val_2", "qvhighlights_val", "nextgqa_test",
                      "activitynet13_val")
     )
+    # TVGBench and the general benchmarks, each in full, with ",extra" after the data root (see above).
+    c.eval.extra_samples = tuple(f"{root}/samples/{name}.jsonl" for name in EXTRA_EVAL_SETS) if extra else ()
     c.eval.every = 500  # [ours]
     c.eval.max_samples = 256  # [ours] a fixed random slice (seeded by data.seed)
     c.checkpoint.every = 200  # [ours]
     if size not in ("3b", "7b"):  # the architecture itself comes from --config.model.path's config.json
         raise ValueError(f"tempr1_config: size {size!r} is not 3b or 7b")
+    c.model.plan_preset = size  # [ours] the planner's shapes when model.path is not readable here (docs/planner.md)
     return c

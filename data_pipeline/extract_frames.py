@@ -180,10 +180,14 @@ def run(
     workers: int = 0,
     videos_per_shard: int = 64,
     only: set[str] | None = None,
+    annotated: dict[str, list[tuple[str, float]]] | None = None,
     progress: bool = True,
     log=sys.stderr,
 ) -> dict[str, Any]:
-    """Extract ``videos`` into ``out_dir``; returns the summary (also written as extract_summary.json)."""
+    """Extract ``videos`` into ``out_dir``; returns the summary (also written as extract_summary.json).
+
+    annotated: video id -> [(sample id, annotated duration s)] (``sample_videos``): the samples annotated
+    longer than their extracted video (``frames.shorter_than_annotation``) are counted in the summary."""
     fileio.makedirs(out_dir)
     _check_settings(out_dir, settings)
     start = time.time()
@@ -268,12 +272,26 @@ def run(
         "warnings": warnings,
         "missing_examples": missing[:50],
     }
+    summary |= shorter_than_samples(records.load_index(out_dir), annotated or {})
     with fileio.open_file(fileio.join(out_dir, "failed.jsonl"), "w") as f:
         for item in failures + duplicates:
             f.write(json.dumps(item) + "\n")
     with fileio.open_file(fileio.join(out_dir, "extract_summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
+
+
+def shorter_than_samples(index: dict[str, dict[str, Any]],
+                         annotated: dict[str, list[tuple[str, float]]]) -> dict[str, Any]:
+    """``{"shorter_than_samples": samples, "shorter_videos": videos, "shorter_examples": [...]}``: samples whose
+    annotated duration exceeds their extracted video's by more than ``frames.ANNOTATION_SLACK_S``."""
+    rows = []
+    for vid in sorted(set(index) & set(annotated)):
+        got = float(index[vid]["duration"])
+        rows += [{"video": vid, "id": sid, "annotated": d, "extracted": got}
+                 for sid, d in annotated[vid] if frames.shorter_than_annotation(d, got)]
+    return {"shorter_than_samples": len(rows), "shorter_videos": len({r["video"] for r in rows}),
+            "shorter_examples": rows[:50]}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -329,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         if not videos:
             exts = " ".join(frames.VIDEO_EXTENSIONS)
             raise ValueError(f"--videos {args.videos}: no video found (a directory is searched for {exts})")
-        only = sample_videos(args.only_samples) if args.only_samples else None
+        annotated = sample_videos(args.only_samples) if args.only_samples else None
+        only = set(annotated) if annotated is not None else None
         settings = Settings(args.fps, args.max_frames, args.max_pixels, args.jpeg_qscale)
         summary = run(
             videos,
@@ -338,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             videos_per_shard=args.videos_per_shard,
             only=only,
+            annotated=annotated,
             progress=not args.no_progress,
             log=err,
         )
@@ -355,6 +375,16 @@ def main(argv: list[str] | None = None) -> int:
         f"-> {args.output}",
         file=err,
     )
+    if s["shorter_than_samples"]:
+        e = s["shorter_examples"][0]
+        print(
+            f"extract_frames: warning: {s['shorter_than_samples']} samples ({s['shorter_videos']} videos) are "
+            f"annotated longer than their extracted video by more than {frames.ANNOTATION_SLACK_S:g} s (e.g. "
+            f"{e['id']!r}: {e['annotated']:g} s annotated, video {e['video']!r} {e['extracted']:g} s): their ground "
+            f"truth may lie past the last frame; listed in {fileio.join(args.output, 'extract_summary.json')} "
+            "(the trainer's config.data.short_videos keeps, skips or refuses them)",
+            file=err,
+        )
     if s["failed"] or s["duplicates"]:
         print(
             f"extract_frames: see {fileio.join(args.output, 'failed.jsonl')} for the skipped videos", file=err
@@ -365,10 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def sample_videos(paths: list[str]) -> set[str]:
-    """The ``video`` ids of samples JSONL files; ``ValueError("--only-samples FILE:LINE: ...")`` on a bad line,
-    or when the files hold no sample (extracting nothing would be useless)."""
-    out: set[str] = set()
+def sample_videos(paths: list[str]) -> dict[str, list[tuple[str, float]]]:
+    """video id -> [(sample id, annotated duration s)] of samples JSONL files; ``ValueError("--only-samples
+    FILE:LINE: ...")`` on a bad line, or when the files hold no sample (extracting nothing would be useless)."""
+    out: dict[str, list[tuple[str, float]]] = {}
     for path in paths:
         if not fileio.exists(path):
             raise ValueError(f"--only-samples {path}: file not found")
@@ -377,7 +407,8 @@ def sample_videos(paths: list[str]) -> set[str]:
                 for lineno, line in enumerate(f, 1):
                     line = line.rstrip("\r\n")  # the rest kept, so a JSON error's column is the file's
                     if line.strip():
-                        out.add(_sample_video(line, f"--only-samples {path}:{lineno}"))
+                        vid, sid, duration = _sample_video(line, f"--only-samples {path}:{lineno}")
+                        out.setdefault(vid, []).append((sid, duration))
         except UnicodeDecodeError as e:
             raise ValueError(f"--only-samples {path}: not UTF-8 text ({e.reason})") from None
     if not out:
@@ -385,7 +416,9 @@ def sample_videos(paths: list[str]) -> set[str]:
     return out
 
 
-def _sample_video(line: str, where: str) -> str:
+def _sample_video(line: str, where: str) -> tuple[str, str, float]:
+    """(video, id, duration) of one samples line (id and duration as far as they are usable here: the
+    samples format is checked by the readers of the samples)."""
     try:
         sample = json.loads(line)
     except json.JSONDecodeError as e:
@@ -394,7 +427,9 @@ def _sample_video(line: str, where: str) -> str:
     vid = sample.get("video") if isinstance(sample, dict) else None
     if not isinstance(vid, str) or not vid:
         raise ValueError(f"{where}: field 'video': {vid!r} is not a video id")
-    return vid
+    duration = sample.get("duration")
+    ok = isinstance(duration, int | float) and not isinstance(duration, bool) and duration == duration
+    return vid, str(sample.get("id", where)), float(duration) if ok else 0.0
 
 
 if __name__ == "__main__":

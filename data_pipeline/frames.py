@@ -49,6 +49,16 @@ TRUNCATION_TOLERANCE = 0.9
 # A decode that ends more than this many seconds (or two frame periods) before the length the video track's
 # own header declares is a truncated file (see ``declared_lengths``).
 STREAM_SLACK_S = 1.0
+# A sample whose annotated duration exceeds its extracted video's by more than this many seconds refers to
+# time the frames do not show (a shorter or cut file than the one annotated): see shorter_than_annotation.
+ANNOTATION_SLACK_S = 1.0
+
+
+def shorter_than_annotation(annotated: float, video: float) -> bool:
+    """Whether a video of ``video`` seconds is shorter than a sample annotated with ``annotated`` seconds by
+    more than ``ANNOTATION_SLACK_S`` (extract_frames reports such samples; the stream keeps, skips or refuses
+    them, ``config.data.short_videos``)."""
+    return float(annotated) > float(video) + ANNOTATION_SLACK_S
 
 
 class VideoError(Exception):

@@ -5,7 +5,8 @@ The policy is asked for exactly the completion format of docs/rewards.md::
     [<think> reasoning </think>] <answer> PAYLOAD </answer> [<evidence> INTERVALS </evidence>]
 
 with intervals written ``START to END`` in seconds and separated by ``,`` (gvqa: the option letter in
-``<answer>`` and the evidence intervals in ``<evidence>``). The think mode decides whether the ``<think>``
+``<answer>`` and the evidence intervals in ``<evidence>``; mcq: only the option letter in ``<answer>``, no
+times, so its prompt does not state the video's length). The think mode decides whether the ``<think>``
 block is allowed (``optional``), required (``required``) or forbidden (``forbidden``).
 
 A prompt is one user turn holding the video and the task text, rendered by the tokenizer's chat template
@@ -66,6 +67,7 @@ _ANSWER = {
         'Give every occurrence as "START to END", separated by ", " inside <answer> </answer>, for '
         "example <answer>3.0 to 7.5, 20.0 to 26.0</answer>; write <answer></answer> if it never occurs."
     ),
+    "mcq": "Give only the letter of the correct option inside <answer> </answer>, for example <answer>B</answer>.",
 }
 
 _FORMAT = {
@@ -84,9 +86,9 @@ def task_text(sample: Mapping[str, Any], *, think: str = "optional") -> str:
     """The user instruction for one sample (the text after the video in the user turn)."""
     _check_think(think)
     task = sample["task"]
-    head = (
+    head = "" if task == "mcq" else (  # mcq asks for no time (and its benchmarks may not give the duration)
         f"The video is {float(sample['duration']):.1f} seconds long; give times in seconds from its start, "
-        "as plain numbers."
+        "as plain numbers.\n"
     )
     if task == "tg":
         body = f'Find the moment in the video described by the query: "{sample["query"]}".'
@@ -98,7 +100,7 @@ def task_text(sample: Mapping[str, Any], *, think: str = "optional") -> str:
         )
     elif task == "vhd":
         body = f'Find all the highlight moments of the video that match the query: "{sample["query"]}".'
-    elif task == "gvqa":
+    elif task in ("gvqa", "mcq"):
         opts = "\n".join(f"({OPTION_LETTERS[i]}) {o}" for i, o in enumerate(sample["options"]))
         body = f'Answer the question about the video: "{sample["question"]}"\nOptions:\n{opts}'
     elif task == "tal":
@@ -106,7 +108,7 @@ def task_text(sample: Mapping[str, Any], *, think: str = "optional") -> str:
     else:
         raise ValueError(f"unknown task {task!r}")
     blocks = "<answer> </answer> and <evidence> </evidence>" if task == "gvqa" else "<answer> </answer>"
-    return f"{head}\n{body}\n{_ANSWER[task]}\n{_FORMAT[think].format(blocks=blocks)}"
+    return f"{head}{body}\n{_ANSWER[task]}\n{_FORMAT[think].format(blocks=blocks)}"
 
 
 def _seconds(x: float) -> str:
@@ -119,10 +121,13 @@ def target_completion(sample: Mapping[str, Any]) -> str:
     """The ground truth written as the completion each task's prompt asks for (supervised warm-up targets).
 
     ``<answer>S to E, ...</answer>`` with the sample's segments in order (tal: an empty answer when it has
-    none); gvqa: ``<answer>L</answer> <evidence>S to E, ...</evidence>``. No ``<think>`` block, which every
-    think mode but ``required`` accepts. ``tempr1_jax.rewards`` gives it full format and localization marks.
+    none); gvqa: ``<answer>L</answer> <evidence>S to E, ...</evidence>``; mcq: ``<answer>L</answer>``. No
+    ``<think>`` block, which every think mode but ``required`` accepts. ``tempr1_jax.rewards`` gives it full
+    format and localization marks.
     """
     task = sample["task"]
+    if task == "mcq":
+        return f"<answer>{sample['answer']}</answer>"
     intervals = ", ".join(f"{_seconds(s)} to {_seconds(e)}" for s, e in sample["segments"])
     if task == "gvqa":
         return f"<answer>{sample['answer']}</answer> <evidence>{intervals}</evidence>"

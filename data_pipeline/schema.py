@@ -5,11 +5,15 @@ A sample is one JSON object per line::
     {"id": "3MSZA#0", "task": "tg", "video": "3MSZA", "duration": 30.96,
      "segments": [[24.3, 30.4]], "query": "person turn a light on.", "source": "charades_sta:test"}
 
-Required: ``id`` (unique string), ``task`` (one of ``TASKS``), ``video``, ``duration`` (seconds > 0),
+Required: ``id`` (unique string), ``task`` (one of ``TASKS``), ``video``, ``duration`` (seconds > 0; may be
+absent for the evaluation-only ``mcq``, whose benchmarks do not give it: the stream then takes the video's),
 ``segments`` (list of ``[start, end]`` seconds with ``0 <= start < end <= duration``; for ``dtg`` in query
-order), ``source`` (``dataset:split``), plus per task: ``query`` (tg, vhd), ``queries`` (dtg, as many as
-segments), ``question`` / ``options`` / ``answer`` (gvqa; ``answer`` is the letter of the correct option,
-options are lettered A, B, ... in order) and ``action`` (tal). Extra fields are kept as they are.
+order; ``[]`` for mcq), ``source`` (``dataset:split``), plus per task: ``query`` (tg, vhd), ``queries`` (dtg, as
+many as segments), ``question`` / ``options`` / ``answer`` (gvqa, mcq; ``answer`` is the letter of the correct
+option, options are lettered A, B, ... in order), ``category`` (mcq: the benchmark's dimension or task type) and
+``action`` (tal). Optional ``released_segments``: the ground truth as the dataset released it, written by a
+converter that changed it (clipped it to the video, or dropped a segment past the end), which the metrics score
+against (``check_ground_truth(sample, as_released=True)``). Extra fields are kept as they are.
 
 Messy input rules (``RULES``): every problem found while converting is reported with the file, the line
 (or, for whole-document JSON, the key path) and the field, and counted in the conversion summary. Nothing is
@@ -28,11 +32,15 @@ import numpy as np
 
 from data_pipeline import fileio
 
-TASKS = ("tg", "dtg", "vhd", "gvqa", "tal")  # docs/formats.md: the task ids
+# docs/formats.md: the task ids. mcq (general multiple-choice QA) is evaluation-only: the trainer refuses it
+# (tempr1_jax.train), the rewards and metrics score it. New tasks go last: the stream's seeded task draws index
+# this tuple, and a trailing task of weight 0 leaves every earlier draw unchanged.
+TASKS = ("tg", "dtg", "vhd", "gvqa", "tal", "mcq")
+TRAIN_TASKS = TASKS[:5]  # the tasks TempR1 trains on
 OPTION_LETTERS = "ABCDEFGH"  # options are lettered A, B, ... in order
 THINK_MODES = ("optional", "required", "forbidden")  # docs/rewards.md: whether <think> may / must / must not appear
 # (min, max) ground-truth segments per task (None: unbounded)
-_SEGMENT_COUNTS = {"tg": (1, 1), "dtg": (1, None), "vhd": (1, None), "gvqa": (1, None), "tal": (0, None)}
+_SEGMENT_COUNTS = {"tg": (1, 1), "dtg": (1, None), "vhd": (1, None), "gvqa": (1, None), "tal": (0, None), "mcq": (0, 0)}
 REQUIRED_FIELDS = ("id", "task", "video", "duration", "segments", "source")
 TASK_FIELDS = {
     "tg": ("query",),
@@ -40,7 +48,9 @@ TASK_FIELDS = {
     "vhd": ("query",),
     "gvqa": ("question", "options", "answer"),
     "tal": ("action",),
+    "mcq": ("question", "options", "answer", "category"),
 }
+CHOICE_TASKS = ("gvqa", "mcq")  # tasks whose answer is an option letter
 
 # reason -> (action, meaning). Actions: "clip" (value changed, kept), "drop_segment" (one interval removed;
 # for dtg its query goes with it), "drop_sample" (record not written), "skip" (not an error: a record that
@@ -189,6 +199,16 @@ def clean_segment(raw: Any, duration: float, report: Report, loc: str, field: st
     return [s, e]
 
 
+def released_segment(raw: Any) -> list[float] | None:
+    """A raw segment as the metrics score it (``released_segments``): ``[start, end]`` floats when it is a pair
+    of finite numbers with ``start <= end`` (whatever its place relative to the video), else None (a malformed or
+    reversed segment is scored by no evaluator)."""
+    if not isinstance(raw, (list, tuple)) or len(raw) != 2:
+        return None
+    s, e = to_float(raw[0]), to_float(raw[1])
+    return None if s is None or e is None or s > e else [s, e]
+
+
 def clean_segments(
     raws: Any, duration: float, report: Report, loc: str, field: str = "segments"
 ) -> list[list[float]]:
@@ -223,14 +243,15 @@ def check_ground_truth(
     """The ground-truth rules every reader of samples shares: converters and the stream (``validate_sample``),
     the rewards (``tempr1_jax.rewards.check_sample``) and the metrics (``tempr1_jax.scoring``).
 
-    ``task`` is one of ``TASKS``; ``duration`` a finite number of seconds > 0; ``segments`` a list of finite
-    ``[start, end]`` pairs with ``0 <= start <= end`` (an end past the duration is allowed here: the rewards clip
-    it, the metrics score the dataset's own segments), as many as the task takes (tg exactly one, tal any number,
-    the others at least one); gvqa has an ``answer`` letter among its options. Returns (task, duration in s,
-    segments as float pairs in s); raises ``ValueError("field 'NAME': ...")`` naming the first bad field.
-    ``as_released=True`` accepts ground truth as benchmarks release it, which the metrics score against: any
-    finite ``start <= end`` (NExT-GQA test has starts < 0) and several windows for tg (alternatives of several
-    annotators, e.g. DiDeMo; the best one counts).
+    ``task`` is one of ``TASKS``; ``duration`` a finite number of seconds > 0 (mcq: may be absent or null,
+    returned as NaN); ``segments`` a list of finite ``[start, end]`` pairs with ``0 <= start <= end`` (an end past
+    the duration is allowed here: the rewards clip it), as many as the task takes (tg exactly one, tal any number,
+    mcq none, the others at least one); gvqa and mcq have an ``answer`` letter among their options. Returns (task,
+    duration in s, segments as float pairs in s); raises ``ValueError("field 'NAME': ...")`` naming the first bad
+    field. ``as_released=True`` reads the ground truth the metrics score against: ``released_segments`` when the
+    sample has it (the dataset's own segments, which a converter clipped or partly dropped), else ``segments``,
+    accepting them as benchmarks release them: any finite ``start <= end`` (NExT-GQA test has starts < 0) and
+    several windows for tg (alternatives of several annotators, e.g. DiDeMo; the best one counts).
     """
     if not isinstance(sample, Mapping):
         raise ValueError(f"expected a JSON object (mapping), got {type(sample).__name__}")
@@ -238,27 +259,18 @@ def check_ground_truth(
     if task not in TASKS:
         raise ValueError(f"field 'task': {task!r} is not one of {', '.join(TASKS)}")
     d = sample.get("duration")
-    if not _real(d) or not math.isfinite(d) or d <= 0:
+    if task == "mcq" and d is None:
+        d = math.nan  # unknown (the benchmark does not give it); nothing of mcq depends on it
+    elif not _real(d) or not math.isfinite(d) or d <= 0:
         raise ValueError(f"field 'duration': must be a finite number of seconds > 0, got {d!r}")
-    raw = sample.get("segments")
-    if not isinstance(raw, (list, tuple)):
-        raise ValueError(f"field 'segments': must be a list of [start, end] pairs, got {raw!r}")
-    segs = []
-    for i, seg in enumerate(raw):
-        if not (isinstance(seg, (list, tuple)) and len(seg) == 2 and _real(seg[0]) and _real(seg[1])):
-            raise ValueError(f"field 'segments[{i}]': {seg!r} is not a [start, end] pair of numbers")
-        start, end = float(seg[0]), float(seg[1])
-        lowest = -math.inf if as_released else 0.0
-        if not lowest <= start <= end < math.inf or start == -math.inf:  # NaN fails every comparison
-            rule = "start <= end" if as_released else "0 <= start <= end"
-            raise ValueError(f"field 'segments[{i}]': [{start!r}, {end!r}] breaks finite {rule}")
-        segs.append((start, end))
+    key = "released_segments" if as_released and "released_segments" in sample else "segments"
+    segs = _segment_pairs(sample.get(key), key, as_released)
     lo, hi = _SEGMENT_COUNTS[task]
-    hi = None if as_released else hi
+    hi = None if as_released and task != "mcq" else hi
     if len(segs) < lo or (hi is not None and len(segs) > hi):
         want = f"exactly {lo}" if lo == hi else f"at least {lo}"
-        raise ValueError(f"field 'segments': task {task} needs {want} segment(s), got {len(segs)}")
-    if task == "gvqa":
+        raise ValueError(f"field {key!r}: task {task} needs {want} segment(s), got {len(segs)}")
+    if task in CHOICE_TASKS:
         answer, options = sample.get("answer"), sample.get("options")
         n = len(options) if isinstance(options, (list, tuple)) else len(OPTION_LETTERS)
         letters = OPTION_LETTERS[: max(n, 1)]
@@ -267,14 +279,33 @@ def check_ground_truth(
     return task, float(d), segs
 
 
+def _segment_pairs(raw: Any, key: str, as_released: bool) -> list[tuple[float, float]]:
+    """``[[start, end], ...]`` -> float pairs, each finite with ``start <= end`` (and ``0 <= start`` unless
+    ``as_released``); ValueError naming ``key[i]`` otherwise."""
+    if not isinstance(raw, (list, tuple)):
+        raise ValueError(f"field {key!r}: must be a list of [start, end] pairs, got {raw!r}")
+    segs = []
+    for i, seg in enumerate(raw):
+        if not (isinstance(seg, (list, tuple)) and len(seg) == 2 and _real(seg[0]) and _real(seg[1])):
+            raise ValueError(f"field '{key}[{i}]': {seg!r} is not a [start, end] pair of numbers")
+        start, end = float(seg[0]), float(seg[1])
+        lowest = -math.inf if as_released else 0.0
+        if not lowest <= start <= end < math.inf or start == -math.inf:  # NaN fails every comparison
+            rule = "start <= end" if as_released else "0 <= start <= end"
+            raise ValueError(f"field '{key}[{i}]': [{start!r}, {end!r}] breaks finite {rule}")
+        segs.append((start, end))
+    return segs
+
+
 def validate_sample(sample: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` naming the field if ``sample`` breaks the schema (see the module docstring): the
-    shared ground-truth rules (``check_ground_truth``), the required fields of its task, and segments within
-    the duration (what a converter writes)."""
+    shared ground-truth rules (``check_ground_truth``), the required fields of its task, segments within
+    the duration (what a converter writes) and, when present, well-formed ``released_segments`` (for dtg one per
+    query, as they pair with the queries)."""
     if not isinstance(sample, Mapping):
         raise ValueError(f"sample is a {type(sample).__name__}, not a JSON object")
     for f in REQUIRED_FIELDS:
-        if f not in sample:
+        if f not in sample and not (f == "duration" and sample.get("task") == "mcq"):
             raise ValueError(f"field {f!r} is missing")
     for f in ("id", "video", "source"):
         if not isinstance(sample[f], str) or not sample[f]:
@@ -283,6 +314,10 @@ def validate_sample(sample: Mapping[str, Any]) -> None:
     for i, (_, end) in enumerate(segs):
         if end > d + 1e-6:
             raise ValueError(f"field 'segments[{i}]': end {end!r} > duration {d!r}")
+    if "released_segments" in sample:
+        released = check_ground_truth(sample, as_released=True)[2]
+        if task == "dtg" and len(released) != len(segs):
+            raise ValueError(f"field 'released_segments': {len(released)} segments but {len(segs)} in 'segments'")
     for f in TASK_FIELDS[task]:
         if f not in sample:
             raise ValueError(f"field {f!r} is missing (required for task {task})")
@@ -296,8 +331,10 @@ def validate_sample(sample: Mapping[str, Any]) -> None:
             raise ValueError("field 'queries': not a non-empty list of non-empty strings")
         if len(q) != len(segs):
             raise ValueError(f"field 'queries': {len(q)} queries but {len(segs)} segments")
-    elif task == "gvqa":
+    elif task in CHOICE_TASKS:
         _check_str(sample, "question")
+        if task == "mcq":
+            _check_str(sample, "category")
         opts = sample["options"]
         if (
             not isinstance(opts, list)
@@ -314,8 +351,8 @@ def _check_str(sample: Mapping[str, Any], field: str) -> None:
 
 
 def answer_index(sample: Mapping[str, Any]) -> int:
-    """0-based index of a gvqa sample's answer letter; -1 for other tasks."""
-    if sample.get("task") != "gvqa":
+    """0-based index of a gvqa / mcq sample's answer letter; -1 for other tasks."""
+    if sample.get("task") not in CHOICE_TASKS:
         return -1
     return OPTION_LETTERS.index(sample["answer"])
 
@@ -369,14 +406,19 @@ def iter_jsonl(path: str) -> Iterator[tuple[int, str]]:
                 yield i, line
 
 
-def read_samples(paths: str | Iterable[str]) -> list[dict[str, Any]]:
+def read_samples(paths: str | Iterable[str], *, origins: list[int] | None = None) -> list[dict[str, Any]]:
     """Read and validate samples JSONL file(s); raises ``ValueError("FILE:LINE: field ...")`` on the first
-    bad line or on an id repeated across the files."""
+    bad line, on an id repeated across the files, or on a file listed twice. ``origins``, when given, gets the
+    index in ``paths`` of each returned sample's file."""
     if isinstance(paths, str):
         paths = [paths]
+    paths = list(paths)
+    for i, path in enumerate(paths):
+        if path in paths[:i]:
+            raise ValueError(f"{path}: listed twice in the samples files (positions {paths.index(path)} and {i})")
     out: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
-    for path in paths:
+    for k, path in enumerate(paths):
         if not fileio.exists(path):
             raise ValueError(f"{path}: samples file not found")
         for lineno, line in iter_jsonl(path):
@@ -392,4 +434,6 @@ def read_samples(paths: str | Iterable[str]) -> list[dict[str, Any]]:
                 raise ValueError(f"{path}:{lineno}: field 'id': {s['id']!r} already used at {seen[s['id']]}")
             seen[s["id"]] = f"{path}:{lineno}"
             out.append(s)
+            if origins is not None:
+                origins.append(k)
     return out

@@ -62,6 +62,7 @@ from data_pipeline.prompts import PromptEncoder, expand_video_pad
 log = logging.getLogger(__name__)
 
 PATCH_DIM = qpre.PATCH_DIM
+SHORT_VIDEO_CHOICES = ("keep", "skip", "error")
 _CHUNK = 1 << 16  # positions per RNG chunk of the task draw
 
 
@@ -146,11 +147,28 @@ def default_config() -> ml_collections.ConfigDict:
     c.prompt_buckets = (1024, 2048, 4096, 8192)  # prompt tokens, video tokens included
     c.max_segments = 256  # ground-truth intervals per sample (THUMOS14 has up to 218 of a class)
     c.missing_videos = "skip"  # skip | error: samples whose video is not in the frames index
+    # keep | skip | error: samples annotated longer than their extracted video (by > frames.ANNOTATION_SLACK_S)
+    c.short_videos = "keep"
+    c.max_samples = 0  # at most N samples, the same number per task where it has enough (seeded); 0: all
     c.num_parallel_calls = 2  # samples prepared concurrently
     c.prefetch_batches = 2  # batches prepared ahead (bounded host memory)
     c.jpeg_dct_scaling = True  # decode JPEG at 1/2, 1/4, 1/8 scale when the target is that much smaller
     c.resize = "tf"  # tf (tf.image bicubic + antialias) | numpy (data_pipeline.vision.resize_frames)
     return c
+
+
+def check_buckets(config: ml_collections.ConfigDict, name: str = "config") -> tuple[list[int], list[int]]:
+    """(vision buckets, prompt buckets) of a data config, sorted; a ValueError when they cannot be used. ``name``
+    is the config block's name in messages (``config.data`` in a training config)."""
+    vision = sorted(int(b) for b in config.vision_buckets)
+    prompt = sorted(int(b) for b in config.prompt_buckets)
+    if not vision or not prompt:
+        raise ValueError(f"{name}.vision_buckets and {name}.prompt_buckets must not be empty")
+    if any(b % 4 for b in vision):
+        raise ValueError(f"{name}.vision_buckets must be multiples of 4 patches, got {vision}")
+    if vision[0] < 4 or prompt[0] < 1:
+        raise ValueError(f"{name}.vision_buckets {vision} and {name}.prompt_buckets {prompt} must be positive")
+    return vision, prompt
 
 
 @dataclasses.dataclass
@@ -167,17 +185,18 @@ class _Video:
 class _ShardSource:
     """Frames from ``extract_frames`` shards: index + ranged record reads."""
 
-    def __init__(self, frames_dir: str) -> None:
+    def __init__(self, frames_dir: str, name: str = "config") -> None:
+        self.name = name  # the config block's name in messages
         if not frames_dir:
             raise ValueError(
-                "config.frames is empty: give the extract_frames output directory (or tfds_name)"
+                f"{self.name}.frames is empty: give the extract_frames output directory (or tfds_name)"
             )
         if not fileio.exists(frames_dir):
-            raise ValueError(f"config.frames {frames_dir}: directory not found")
+            raise ValueError(f"{self.name}.frames {frames_dir}: directory not found")
         index = records.load_index(frames_dir)
         if not index:
             raise ValueError(
-                f"config.frames {frames_dir}: no *.index.jsonl (run data_pipeline.extract_frames)"
+                f"{self.name}.frames {frames_dir}: no *.index.jsonl (run data_pipeline.extract_frames)"
             )
         self.videos = {
             v: _Video(
@@ -271,11 +290,13 @@ class Stream:
         process_count: int = 1,
         state: Mapping[str, Any] | None = None,
         tokenizer=None,
+        name: str = "config",
     ) -> None:
         import tensorflow as tf
 
         self.tf = tf
         self.config = c = config
+        self.name = name  # how messages name the config block, e.g. "config.data" (its keys follow)
         if not (
             isinstance(process_count, int)
             and isinstance(process_index, int)
@@ -287,19 +308,14 @@ class Stream:
             )
         self.process_index, self.process_count = process_index, process_count
         if c.batch_size < 1:
-            raise ValueError(f"config.batch_size must be >= 1, got {c.batch_size}")
+            raise ValueError(f"{self.name}.batch_size must be >= 1, got {c.batch_size}")
         if c.missing_videos not in ("skip", "error"):
-            raise ValueError(f"config.missing_videos must be 'skip' or 'error', got {c.missing_videos!r}")
+            raise ValueError(f"{self.name}.missing_videos must be 'skip' or 'error', got {c.missing_videos!r}")
+        if c.get("short_videos", "keep") not in SHORT_VIDEO_CHOICES:
+            raise ValueError(f"{self.name}.short_videos must be one of {SHORT_VIDEO_CHOICES}, got {c.short_videos!r}")
         if c.resize not in ("tf", "numpy"):
-            raise ValueError(f"config.resize must be 'tf' or 'numpy', got {c.resize!r}")
-        self.vision_buckets = sorted(int(b) for b in c.vision_buckets)
-        self.prompt_buckets = sorted(int(b) for b in c.prompt_buckets)
-        if not self.vision_buckets or not self.prompt_buckets:
-            raise ValueError("config.vision_buckets and config.prompt_buckets must not be empty")
-        if any(b % 4 for b in self.vision_buckets):
-            raise ValueError(
-                f"config.vision_buckets must be multiples of 4 patches, got {self.vision_buckets}"
-            )
+            raise ValueError(f"{self.name}.resize must be 'tf' or 'numpy', got {c.resize!r}")
+        self.vision_buckets, self.prompt_buckets = check_buckets(c, self.name)
 
         self._read_samples()  # 1. samples and their videos
         self._encode_prompts(tokenizer)  # 2. tokenizer and prompts
@@ -320,14 +336,22 @@ class Stream:
     def _read_samples(self) -> None:
         """Samples (validated) joined to their videos in the frames index (or the TFDS dataset)."""
         c = self.config
+        origins: list[int] = []
         if c.tfds_name:
             self.source = _TfdsSource(c.tfds_name, c.tfds_data_dir, c.tfds_split)
             samples = self.source.samples
+            self.sources = [f"tfds:{c.tfds_name}/{c.tfds_split}"]
+            origins = [0] * len(samples)
         else:
             if not c.samples:
-                raise ValueError("config.samples is empty: give samples JSONL files (or tfds_name)")
-            samples = schema.read_samples(list(c.samples))
-            self.source = _ShardSource(c.frames)
+                raise ValueError(f"{self.name}.samples is empty: give samples JSONL files (or tfds_name)")
+            try:
+                samples = schema.read_samples(list(c.samples), origins=origins)
+            except ValueError as e:
+                raise ValueError(f"{self.name}.samples: {e}") from None
+            self.sources = [str(p) for p in c.samples]
+            self.source = _ShardSource(c.frames, self.name)
+        self.source_totals = np.bincount(np.asarray(origins, np.int64), minlength=len(self.sources))
         missing = [s for s in samples if s["video"] not in self.source.videos]
         self.missing_videos = sorted({s["video"] for s in missing})
         if missing:
@@ -339,16 +363,57 @@ class Stream:
             if c.missing_videos == "error":
                 raise ValueError(msg)
             log.warning("%s: skipped", msg)
-        self.samples = [s for s in samples if s["video"] in self.source.videos]
+        # An mcq sample without a duration (its benchmark gives none) takes its video's from the frames index.
+        videos = self.source.videos
+        samples = [s if s.get("duration") is not None or s["video"] not in videos
+                   else dict(s, duration=videos[s["video"]].duration) for s in samples]
+        keep = [s["video"] in videos for s in samples]
+        keep = self._check_short_videos(samples, keep)
+        picked = [i for i in self._subset([s for s, k in zip(samples, keep, strict=True) if k])]
+        kept = [i for i, k in enumerate(keep) if k]
+        kept = [kept[j] for j in picked]
+        self.samples = [samples[i] for i in kept]
+        self.origin = np.asarray([origins[i] for i in kept], np.int64)
         if not self.samples:
             raise ValueError("no sample left: none of the samples' videos is in the frames index")
+
+    def _check_short_videos(self, samples: list[dict[str, Any]], keep: list[bool]) -> list[bool]:
+        """Samples annotated longer than their extracted video (``frames.shorter_than_annotation``): counted,
+        reported (one warning), then kept, skipped or refused as ``short_videos`` says."""
+        short = [i for i, s in enumerate(samples) if keep[i]
+                 and frames.shorter_than_annotation(float(s["duration"]), self.source.videos[s["video"]].duration)]
+        self.short_videos = sorted({samples[i]["video"] for i in short})
+        if not short:
+            return keep
+        how = self.config.get("short_videos", "keep")
+        s = samples[short[0]]
+        msg = (f"{len(short)} of {len(samples)} samples ({len(self.short_videos)} videos) are annotated longer than "
+               f"their extracted video by more than {frames.ANNOTATION_SLACK_S:g} s, so part of their ground truth "
+               f"may lie past the last frame (e.g. {s['id']!r}: {float(s['duration']):g} s annotated, video "
+               f"{s['video']!r} {self.source.videos[s['video']].duration:g} s)")
+        if how == "error":
+            raise ValueError(f"{msg}; {self.name}.short_videos='error'")
+        log.warning("%s: %s", msg, "skipped (short_videos='skip')" if how == "skip" else
+                    f"kept ({self.name}.short_videos='skip' drops them)")
+        if how == "skip":
+            keep = list(keep)
+            for i in short:
+                keep[i] = False
+        return keep
+
+    def _subset(self, samples: list[dict[str, Any]]) -> list[int]:
+        """Indices (in order) of at most ``max_samples`` of ``samples`` (all when 0): ``stratified_subset``."""
+        n = int(self.config.get("max_samples", 0) or 0)
+        if n <= 0 or n >= len(samples):
+            return list(range(len(samples)))
+        return stratified_subset([s["task"] for s in samples], n, seed=int(self.config.seed))
 
     def _encode_prompts(self, tokenizer: Any) -> None:
         """The tokenizer (``config.tokenizer`` when not given) and every sample's prompt ids, tokenized once."""
         c = self.config
         if tokenizer is None:
             if not c.tokenizer:
-                raise ValueError("config.tokenizer is empty: give a tokenizer directory")
+                raise ValueError(f"{self.name}.tokenizer is empty: give a tokenizer directory")
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(c.tokenizer)
@@ -385,7 +450,7 @@ class Stream:
             raise ValueError(
                 f"{len(too_long)} prompts exceed the largest prompt bucket {self.prompt_buckets[-1]}"
                 f" (e.g. sample {self.samples[i]['id']!r}: {self.prompt_len[i]} tokens); raise "
-                "config.prompt_buckets or lower the visual budget"
+                f"{self.name}.prompt_buckets or lower the visual budget"
             )
         too_big = np.flatnonzero(self.n_patches > self.vision_buckets[-1])
         if len(too_big):
@@ -393,13 +458,13 @@ class Stream:
             raise ValueError(
                 f"{len(too_big)} videos exceed the largest vision bucket {self.vision_buckets[-1]}"
                 f" (e.g. sample {self.samples[i]['id']!r}: {self.n_patches[i]} patches); raise "
-                "config.vision_buckets"
+                f"{self.name}.vision_buckets"
             )
         nseg = np.array([len(s["segments"]) for s in self.samples])
         if nseg.max() > c.max_segments:
             i = int(np.argmax(nseg))
             raise ValueError(
-                f"sample {self.samples[i]['id']!r} has {nseg[i]} segments > config.max_segments "
+                f"sample {self.samples[i]['id']!r} has {nseg[i]} segments > {self.name}.max_segments "
                 f"{c.max_segments}"
             )
 
@@ -412,15 +477,15 @@ class Stream:
         unknown = set(weights) - set(schema.TASKS)
         if unknown:
             raise ValueError(
-                f"config.task_weights has unknown task(s) {sorted(unknown)}; tasks: {schema.TASKS}"
+                f"{self.name}.task_weights has unknown task(s) {sorted(unknown)}; tasks: {schema.TASKS}"
             )
         if weights:
             w = np.array([float(weights.get(t, 0.0)) for t in schema.TASKS])
             if np.any(w < 0) or w.sum() <= 0:
-                raise ValueError(f"config.task_weights must be >= 0 with a positive sum, got {weights}")
+                raise ValueError(f"{self.name}.task_weights must be >= 0 with a positive sum, got {weights}")
             empty = [schema.TASKS[t] for t in range(len(w)) if w[t] > 0 and len(self.by_task[t]) == 0]
             if empty:
-                raise ValueError(f"config.task_weights gives weight to task(s) {empty} without any sample")
+                raise ValueError(f"{self.name}.task_weights gives weight to task(s) {empty} without any sample")
             self.weights = w / w.sum()
         else:
             self.weights = None
@@ -436,6 +501,24 @@ class Stream:
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
         self._chunk_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
+
+    def mixture(self) -> dict[str, Any]:
+        """What the stream holds and how often each part is drawn: ``{"tasks": {task: {"samples", "share"}},
+        "sources": [{"path", "read", "samples", "tasks", "share"}]}``; ``share`` is the expected fraction of a
+        step's prompts (``task_weights``, else the natural proportions), ``read`` the source's valid lines
+        before videos without frames (or filtered ones) were dropped."""
+        counts = np.array([len(m) for m in self.by_task], np.float64)
+        share = self.weights if self.weights is not None else counts / max(counts.sum(), 1.0)
+        per_sample = share[self.task_of] / counts[self.task_of]
+        tasks = {t: {"samples": int(counts[k]), "share": float(share[k])} for k, t in enumerate(schema.TASKS)
+                 if counts[k] or share[k]}
+        sources = []
+        for k, path in enumerate(self.sources):
+            mine = self.origin == k
+            sources.append({"path": path, "read": int(self.source_totals[k]), "samples": int(mine.sum()),
+                            "tasks": sorted({schema.TASKS[t] for t in self.task_of[mine]}),
+                            "share": float(per_sample[mine].sum())})
+        return {"tasks": tasks, "sources": sources}
 
     # ------------------------------------------------------------------------------------------------
     # Sizes
@@ -772,11 +855,36 @@ def make_stream(
     process_count: int = 1,
     state: Mapping[str, Any] | None = None,
     tokenizer=None,
+    name: str = "config",
 ) -> Stream:
-    """Build the stream for this host (see ``Stream`` and the module docstring)."""
+    """Build the stream for this host (see ``Stream`` and the module docstring). ``name``: how messages name
+    the config block (``"config.data"`` in a training config: ``config.data.prompt_buckets``)."""
     return Stream(
-        config, process_index=process_index, process_count=process_count, state=state, tokenizer=tokenizer
+        config, process_index=process_index, process_count=process_count, state=state, tokenizer=tokenizer,
+        name=name,
     )
+
+
+def stratified_subset(tasks: Sequence[str], n: int, *, seed: int) -> list[int]:
+    """Sorted indices of ``n`` of the rows whose tasks are ``tasks``: the same number per task (a task with
+    fewer rows gives all of them, the rest is shared by the others), each task's rows drawn at random
+    (``numpy.random.default_rng([seed, 13, task])``)."""
+    by_task = {t: [i for i, x in enumerate(tasks) if x == t] for t in schema.TASKS}
+    quota = {t: 0 for t in schema.TASKS}
+    left = min(n, len(tasks))
+    while left > 0:
+        open_ = [t for t in schema.TASKS if quota[t] < len(by_task[t])]
+        share, extra = divmod(left, len(open_))
+        for k, t in enumerate(open_):
+            add = min(share + (k < extra), len(by_task[t]) - quota[t])
+            quota[t] += add
+            left -= add
+    out: list[int] = []
+    for k, t in enumerate(schema.TASKS):
+        rows = np.asarray(by_task[t], np.int64)
+        rng = np.random.default_rng([int(seed), 13, k])
+        out += rows[rng.permutation(len(rows))[: quota[t]]].tolist()
+    return sorted(out)
 
 
 def batch_samples(batch: Batch, *, valid_only: bool = True) -> list[dict[str, Any]]:

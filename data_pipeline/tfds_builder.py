@@ -134,7 +134,7 @@ class Tempr1Temporal(tfds.core.GeneratorBasedBuilder):
                     "task": s["task"],
                     "video": s["video"],
                     "sample": row["sample"],
-                    "duration": np.float32(s["duration"]),
+                    "duration": np.float32(s["duration"] if s.get("duration") is not None else e["duration"]),
                     "segments": np.asarray(s["segments"], np.float32).reshape(-1, 2),
                     "frames": rec["frames"],
                     "frame_times": rec["frame_times"],

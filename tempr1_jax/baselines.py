@@ -246,6 +246,9 @@ def _blind(
     by_task: dict[str, list[Mapping]] = collections.defaultdict(list)
     for i, s in enumerate(samples):
         rewards.check_sample(s, i)
+        if s["task"] == "mcq":
+            raise ValueError(f"sample {i} (id {s.get('id')!r}): task mcq (evaluation-only multiple choice) has no "
+                             "pixel-blind bar here: without the video its best is the most frequent answer letter")
         if s["task"] == "gvqa" and (isinstance(s.get("options"), str) or not isinstance(s.get("options"), Sequence)):
             raise ValueError(f"sample {i} (id {s.get('id')!r}): gvqa needs a list in field 'options'")
         by_task[s["task"]].append(s)

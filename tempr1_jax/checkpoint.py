@@ -1,4 +1,5 @@
-"""Checkpoints with orbax: async saves every K steps and on SIGTERM, keep the last N, exact resume, verified reads.
+"""Checkpoints with orbax: async saves every K steps and on SIGTERM / SIGINT, keep the last N, exact resume, verified
+reads.
 
 A checkpoint ``<directory>/<step>/`` holds two orbax items:
 
@@ -586,11 +587,15 @@ def _remove_partial(directory: str, step: int) -> list[str]:
     return [n for n in names if not os.path.exists(os.path.join(directory, n))]
 
 
-def _complete_steps(directory: str) -> list[int]:
+def saved_steps(directory: str) -> list[int]:
+    """The step directories (``<directory>/<digits>``) in ``directory``, sorted; [] when there is none."""
     try:
         return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
     except OSError:
         return []
+
+
+_complete_steps = saved_steps
 
 
 def _join_orbax_threads(timeout_s: float) -> None:
@@ -605,23 +610,49 @@ def _join_orbax_threads(timeout_s: float) -> None:
         log.warning("checkpoint: orbax threads still running %.0f s after a failed save: %s", timeout_s, alive)
 
 
-class PreemptionWatcher:
-    """Turns SIGTERM (preemption) into a flag the loop polls between steps: save, then exit cleanly.
+class Interrupted(BaseException):
+    """A SIGTERM or SIGINT that arrived while the watcher was not armed (start-up: nothing to save yet).
 
-    ``requested()`` is agreed across processes (true on all as soon as one host got the signal), so every
-    host saves at the same step. Use as a context manager: the previous handlers come back on exit. The
-    handler is only installed from the main thread (Python's rule); elsewhere it only reads the flag.
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way (a checkpoint read
+    that falls back to an older step, say) mistakes it for a failure of its own."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class PreemptionWatcher:
+    """Turns SIGTERM (preemption) and SIGINT (Ctrl-C) into a flag the loop polls between steps: save, then exit.
+
+    Before ``arm()`` (start-up) a signal raises ``Interrupted`` at once instead: there is nothing to save.
+    After the first SIGINT the default action comes back, so a second Ctrl-C ends the process at once
+    (unsaved). ``requested()`` is agreed across processes (true on all as soon as one host got a signal), so
+    every host saves at the same step; ``signum`` is the first signal this process got (None if none). Use as
+    a context manager: the previous handlers come back on exit. The handlers are only installed from the main
+    thread (Python's rule); elsewhere it only reads the flag.
     """
 
-    def __init__(self, signals: Iterable[int] = (signal.SIGTERM,)) -> None:
+    def __init__(self, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT), *, armed: bool = True) -> None:
         self._flag = threading.Event()
         self._previous: dict[int, Any] = {}
+        self.armed = armed
+        self.signum: int | None = None
         if threading.current_thread() is threading.main_thread():
             for s in signals:
                 self._previous[s] = signal.signal(s, self._handle)
 
+    def arm(self) -> None:
+        """From now on a signal sets the flag (checkpoint and stop after the step) instead of raising."""
+        self.armed = True
+
     def _handle(self, signum: int, frame: Any) -> None:
-        log.warning("received signal %d: will checkpoint and stop after this step", signum)
+        if signum == signal.SIGINT and signum in self._previous:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends the process at once
+        if not self.armed:
+            raise Interrupted(signum)
+        log.warning("received %s: will checkpoint and stop after this step%s", signal.Signals(signum).name,
+                    " (Ctrl-C again to stop at once, unsaved)" if signum == signal.SIGINT else "")
+        self.signum = self.signum or signum
         self._flag.set()
 
     def requested(self) -> bool:

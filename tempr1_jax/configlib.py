@@ -20,6 +20,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from data_pipeline.schema import THINK_MODES
+from data_pipeline.stream import SHORT_VIDEO_CHOICES
 from tempr1_jax import grpo, rewards, sharding, trainer, warmup
 from tempr1_jax.metrics import RULE_CHOICES
 from tempr1_jax.models.qwen25vl import config as qconfig
@@ -80,15 +81,53 @@ def sibling_config(config_file: str, name: str = "base.py") -> ModuleType:
     return mod
 
 
+def last_override_wins(argv: Sequence[str]) -> list[str]:
+    """``argv`` with only the last of repeated ``--config.KEY=VALUE`` arguments of one key (a note on stderr for
+    each key given more than once). ml_collections concatenates repeated tuple overrides (``--config.a=(1,)
+    --config.a=(2,)`` gives ``(1, 2)``); here the last value wins for every type, as it does for scalars."""
+    last: dict[str, int] = {}
+    for i, a in enumerate(argv):
+        if a.startswith("--config.") and "=" in a:
+            last[a.split("=", 1)[0]] = i
+    out = []
+    for i, a in enumerate(argv):
+        flag = a.split("=", 1)[0]
+        if a.startswith("--config.") and "=" in a and last[flag] != i:
+            continue
+        out.append(a)
+    for flag, i in last.items():
+        n = sum(1 for a in argv if a.startswith(flag + "="))
+        if n > 1:
+            print(f"note: {flag} given {n} times: the last one wins ({argv[i]})", file=sys.stderr)
+    return out
+
+
+def _load_error(path: str, e: BaseException) -> ConfigError:
+    """One line for a config file that fails to load: the exception's own last line (ml_collections wraps
+    a TypeError / ValueError of ``get_config`` in "Error whilst parsing config file:" + its traceback)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if lines and "Error whilst parsing config file" in lines[0]:
+        cause = lines[-1] if len(lines) > 1 else f"{type(e).__name__}"
+    else:
+        cause = f"{type(e).__name__}: {lines[0] if lines else e!r}"
+    cause = cause.removeprefix("flag --config=" + path + ": ")
+    hint = ""
+    if "get_config()" in cause and "positional argument" in cause:
+        hint = " (the text after ':' is passed to get_config(); this config takes " + (
+            "no ':ARG')" if "takes 0" in cause else "another number of arguments)")
+    return ConfigError(f"--config {path}: cannot load: {cause}{hint}")
+
+
 def parse_flags(
     argv: Sequence[str], *, define_extra: Callable[[flags.FlagValues], None] | None = None
 ) -> flags.FlagValues:
     """Parses ``argv`` (``argv[0]`` is the program) into flags ``config`` (a locked ConfigDict, checked by
     ``check_config``) and ``workdir`` (str or None), plus whatever ``define_extra(flag_values)`` defines.
+    Of repeated ``--config.KEY=VALUE`` arguments the last one wins (``last_override_wins``).
 
     Raises ConfigError with a one-line reason.
     """
-    argv = list(argv)
+    argv = last_override_wins(list(argv))
     path = _config_arg(argv[1:])
     if path is None:
         raise ConfigError("--config is required: a configs/NAME.py file")
@@ -115,7 +154,7 @@ def parse_flags(
             base(base_argv)
             base_cfg = base.config
         except Exception as e:  # the config file itself is broken
-            raise ConfigError(f"--config {path}: cannot load: {type(e).__name__}: {e}") from None
+            raise _load_error(path, e) from None
         for key, arg in overrides:
             _check_key(base_cfg, key, arg)
     fv = new_flags(argv)
@@ -123,9 +162,11 @@ def parse_flags(
         fv(argv)
         cfg = fv.config
     except flags.Error as e:
+        if "Error whilst parsing config file" in str(e):
+            raise _load_error(path, e) from None
         raise ConfigError(str(e).splitlines()[0]) from None
     except Exception as e:
-        raise ConfigError(f"--config {path}: {type(e).__name__}: {e}") from None
+        raise _load_error(path, e) from None
     if not isinstance(cfg, ml_collections.ConfigDict):
         raise ConfigError(f"--config {path}: get_config() must return an ml_collections.ConfigDict")
     check_config(cfg)
@@ -246,6 +287,9 @@ def _check_model_blocks(cfg: ml_collections.ConfigDict) -> None:
     if "model" in cfg:
         m = cfg.model
         need(m.preset in ("", *qconfig.PRESETS), "model.preset", f"must be '' or one of {qconfig.PRESETS}")
+        if "plan_preset" in m:
+            need(m.plan_preset in ("", *qconfig.PRESETS), "model.plan_preset",
+                 f"must be '' or one of {qconfig.PRESETS}")
         for k in ("dtype", "param_dtype"):
             need(m[k] in qconfig.DTYPES, f"model.{k}", f"must be one of {qconfig.DTYPES}")
         need(m.remat in qconfig.REMAT_POLICIES, "model.remat", f"must be one of {qconfig.REMAT_POLICIES}")
@@ -272,6 +316,9 @@ def _check_model_blocks(cfg: ml_collections.ConfigDict) -> None:
         need(e.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1")
         need(e.temperature >= 0, "eval.temperature", "must be >= 0 (0: greedy)")
         need(e.missing in RULE_CHOICES["missing"], "eval.missing", f"must be one of {RULE_CHOICES['missing']}")
+    if "data" in cfg and "short_videos" in cfg.data:
+        need(cfg.data.short_videos in SHORT_VIDEO_CHOICES, "data.short_videos", f"must be one of {SHORT_VIDEO_CHOICES}")
+        need(cfg.data.max_samples >= 0, "data.max_samples", "must be >= 0 (0: all)")
     if "warmup" in cfg:
         w = cfg.warmup
         need(w.steps >= 0, "warmup.steps", "must be >= 0 (0: no warm-up)")
@@ -279,6 +326,9 @@ def _check_model_blocks(cfg: ml_collections.ConfigDict) -> None:
         need(w.learning_rate > 0, "warmup.learning_rate", "must be > 0")
         if "targets" in w:
             need(w.targets in warmup.TARGETS, "warmup.targets", f"must be one of {warmup.TARGETS}")
+        for k in ("widen_prob", "drop_prob"):
+            if k in w:
+                need(0 <= w[k] <= 1, f"warmup.{k}", "must be a probability in [0, 1]")
     if "reward" in cfg:
         r = cfg.reward
         need(r.think in THINK_MODES, "reward.think", f"must be one of {THINK_MODES}")
@@ -297,3 +347,79 @@ def _mesh_devices(mesh: dict) -> int:
         if isinstance(v, int) and v > 0:
             fixed *= v
     return fixed
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run's saved config: <workdir>/config.py (a config file: --config WORKDIR/config.py) and config.json
+# ----------------------------------------------------------------------------------------------------------
+
+RUN_CONFIG = "config.py"  # loadable like any config file; what evaluate / export / resume read
+RUN_CONFIG_JSON = "config.json"  # the same values as JSON (tuples as lists), for people and tools
+
+
+def _literal(value: object, ref_type: type | None) -> str:
+    """Python source of one config value (``placeholder(T)`` for an unset typed field)."""
+    if value is None:
+        return f"config_dict.placeholder({ref_type.__name__})" if ref_type not in (None, type(None)) else "None"
+    if isinstance(value, bool | int | str):
+        return repr(value)
+    if isinstance(value, float):
+        return repr(value) if value == value and abs(value) != float("inf") else f"float({str(value)!r})"
+    if isinstance(value, tuple | list):
+        items = [_literal(v, None) for v in value]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    if isinstance(value, ml_collections.ConfigDict | dict):
+        return _dict_source(value, "    ")
+    raise ConfigError(f"config value {value!r} of type {type(value).__name__} cannot be saved")
+
+
+def _dict_source(cfg: ml_collections.ConfigDict | dict, indent: str) -> str:
+    if not cfg:
+        return "{}"
+    rows = []
+    for key in cfg.keys():
+        value = cfg[key]
+        ref_type = cfg.get_type(key) if isinstance(cfg, ml_collections.ConfigDict) and value is None else None
+        text = _literal(value, ref_type)
+        rows.append(f"{indent}    {key!r}: {text.replace(chr(10), chr(10) + indent) if '{' in text else text},")
+    return "{\n" + "\n".join(rows) + f"\n{indent}}}"
+
+
+def run_config_source(cfg: ml_collections.ConfigDict) -> str:
+    """``cfg`` as a config file whose ``get_config()`` returns the same values and override types."""
+    return (
+        '"""The resolved config of the run in this directory (written by python -m tempr1_jax.train at start).\n\n'
+        "Resuming checks the new config against it; python -m tempr1_jax.evaluate / export read it (README).\n"
+        '"""\n\nimport ml_collections\nfrom ml_collections import config_dict\n\n\n'
+        "def get_config() -> ml_collections.ConfigDict:\n"
+        f"    return ml_collections.ConfigDict({_dict_source(cfg, '    ')})\n"
+    )
+
+
+def write_run_config(cfg: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes ``<workdir>/config.py`` and ``config.json`` (atomically); returns the config.py path."""
+    import json
+
+    out = {}
+    for name, text in ((RUN_CONFIG, run_config_source(cfg)), (RUN_CONFIG_JSON, json.dumps(
+            json.loads(cfg.to_json()), indent=1) + "\n")):
+        path = os.path.join(workdir, name)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+        out[name] = path
+    return out[RUN_CONFIG]
+
+
+def read_run_config(workdir: str) -> dict | None:
+    """The saved config of the run in ``workdir`` as a plain dict (``config.json``), or None when absent."""
+    import json
+
+    path = os.path.join(workdir, RUN_CONFIG_JSON)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read the run's saved config: {e}") from None

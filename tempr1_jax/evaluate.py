@@ -7,12 +7,15 @@ either ``completion``, raw model text, or parsed fields ``segments`` / ``scores`
 moment_detr submissions are read as they are), prints a table per task and writes ``DIR/metrics.json``. Every
 rule for awkward predictions is a flag (``--help``; docs/evaluation.md).
 
-    python -m tempr1_jax.evaluate --config configs/NAME.py --checkpoint DIR [--config.eval.KEY=V] [--output DIR]
+    python -m tempr1_jax.evaluate --checkpoint WORKDIR_OR_STEP_DIR [--config.eval.KEY=V] [--output DIR]
+    python -m tempr1_jax.evaluate --config configs/NAME.py --checkpoint HF_DIR --output DIR
 
 decodes the config's held-out samples (``eval.samples``, greedy by default) with the policy of DIR (a train.py
-checkpoint or a Hugging Face directory), writes ``predictions.jsonl`` (raw completion, parsed intervals and
-answer) and ``metrics.json``, and prints the same table (``tempr1_jax.evaluator``, which the trainer's
-periodic evaluation runs too).
+checkpoint, whose run's saved config ``WORKDIR/config.py`` is the default ``--config``, or a Hugging Face
+directory), writes ``predictions.jsonl`` (raw completion, parsed intervals and answer) and ``metrics.json`` to
+a new directory (default ``WORKDIR/evaluate/step_<n>``; an existing evaluation is only replaced with
+``--overwrite``), and prints the same table (``tempr1_jax.evaluator``, which the trainer's periodic evaluation
+runs too).
 
 The scoring API is ``tempr1_jax.scoring`` (``evaluate_predictions``, ``evaluate_files``, ``flat_metrics``...),
 also importable from here.
@@ -56,9 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotations", metavar="SAMPLES.jsonl", help="samples written by data_pipeline.convert")
     p.add_argument("--output", metavar="DIR", help="write DIR/metrics.json")
     p.add_argument("--config", metavar="configs/NAME.py",
-                   help="generation mode: the training config (model, data, eval.*); --config.KEY=VALUE overrides")
+                   help="generation mode: the config (model, data, eval.*; default for a train.py checkpoint: its "
+                        "run's saved WORKDIR/config.py); --config.KEY=VALUE overrides")
     p.add_argument("--checkpoint", metavar="DIR",
                    help="generation mode: a train.py workdir / checkpoint directory, or a Hugging Face directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="generation mode: replace the predictions and metrics an earlier evaluation left in the "
+                        "output directory (default: refuse)")
     p.add_argument(
         "--think",
         default="optional",
@@ -101,24 +108,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = [a for a in extra if not a.startswith("--config.")]
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-        if not args.config or not args.checkpoint:
-            parser.error("generation mode needs both --config configs/NAME.py and --checkpoint DIR")
+        if not args.checkpoint:
+            parser.error("generation mode needs --checkpoint DIR (and --config for a Hugging Face directory)")
         if args.predictions or args.annotations:
             parser.error("give either --config/--checkpoint (generate) or --predictions/--annotations (score)")
+        given = {a.split("=", 1)[0] for a in argv}
+        if "--hl-saliency" not in given:  # completions carry no saliency: score the highlights from the windows
+            rules = dataclasses.replace(rules, hl_saliency="from_segments")
         return run_generation(args.config, args.checkpoint, overrides, output=args.output, rules=rules,
-                              think=args.think if "--think" in argv else None)
+                              think=args.think if "--think" in given else None, overwrite=args.overwrite)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not args.predictions or not args.annotations:
         parser.error("give --predictions PRED.jsonl and --annotations SAMPLES.jsonl")
+    if args.overwrite:
+        parser.error("--overwrite belongs to generation mode (--checkpoint)")
     try:
-        result = score_records(
-            read_jsonl(args.predictions),
-            read_jsonl(args.annotations),
-            rules,
-            args.think,
-            f"annotations {args.annotations}",
-        )
+        preds, samples = read_jsonl(args.predictions), read_jsonl(args.annotations)
+        for path, rows, what in ((args.annotations, samples, "sample"), (args.predictions, preds, "prediction")):
+            if not rows:
+                raise EvalInputError(f"{path}: no {what} in the file (empty): nothing to score")
+        result = score_records(preds, samples, rules, args.think, f"annotations {args.annotations}")
     except EvalInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -151,26 +161,52 @@ def resolve_checkpoint(path: str) -> tuple[str, str, int | None]:
     )
 
 
-def run_generation(config: str, checkpoint: str, overrides: Sequence[str], *, output: str | None,
-                   rules: Rules, think: str | None = None) -> int:
-    """``--config configs/NAME.py --checkpoint DIR``: decode the config's ``eval.samples`` with the policy of
+def generation_config(config: str | None, checkpoint: str, overrides: Sequence[str]) -> tuple:
+    """(config, kind, checkpoint path, step, the run's saved config dict or None) of generation mode: the
+    config file is ``config``, else the saved ``WORKDIR/config.py`` of a train.py checkpoint's run. Raises
+    ConfigError / FileNotFoundError with one line."""
+    from tempr1_jax import configlib
+
+    kind, where, step = resolve_checkpoint(checkpoint)
+    workdir = os.path.dirname(where) if kind == "train" else None
+    saved_py = os.path.join(workdir, configlib.RUN_CONFIG) if workdir else None
+    if config is None:
+        if kind == "hf":
+            raise configlib.ConfigError(f"--checkpoint {checkpoint} is a Hugging Face directory: give --config "
+                                        "configs/NAME.py (its data and eval.samples)")
+        if not os.path.isfile(saved_py):
+            raise configlib.ConfigError(f"--checkpoint {checkpoint}: its run saved no config ({saved_py}, written "
+                                        "by train since it exists): give --config configs/NAME.py and the run's "
+                                        "overrides")
+        config = saved_py
+    cfg = configlib.parse_flags(["evaluate", "--config", config, *overrides]).config
+    saved = configlib.read_run_config(workdir) if workdir and config != saved_py else None
+    return cfg, kind, where, step, saved
+
+
+def run_generation(config: str | None, checkpoint: str, overrides: Sequence[str], *, output: str | None,
+                   rules: Rules, think: str | None = None, overwrite: bool = False) -> int:
+    """``--checkpoint DIR [--config configs/NAME.py]``: decode the config's ``eval.samples`` with the policy of
     ``DIR`` (``eval.temperature``, greedy by default), write ``predictions.jsonl`` and ``metrics.json`` under
-    ``output`` and print the table. ``output`` defaults to ``<workdir>/eval/step_<n>`` for a train.py checkpoint
-    and ``eval/<directory name>`` for a Hugging Face directory. Returns the exit status."""
+    ``output`` and print the table. ``output`` defaults to ``<workdir>/evaluate/step_<n>`` for a train.py
+    checkpoint and is required for a Hugging Face directory; an existing evaluation there is replaced only
+    with ``overwrite``. Returns the exit status."""
     # Imported on use: generation needs JAX, the model and TensorFlow's data stream; scoring needs none of them.
     from tempr1_jax import configlib, evaluator, train_log
 
     try:
-        cfg = configlib.parse_flags(["evaluate", "--config", config, *overrides]).config
-        kind, where, step = resolve_checkpoint(checkpoint)
+        cfg, kind, where, step, saved = generation_config(config, checkpoint, overrides)
+        if kind == "hf" and not output:
+            raise configlib.ConfigError(f"--checkpoint {checkpoint} is a Hugging Face directory: give --output DIR "
+                                        "(there is no run directory to write into)")
     except (configlib.ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     train_log.setup_logging(None)
     try:
-        return evaluator.evaluate_checkpoint(cfg, kind, where, step, output=output,
-                                             rules=dataclasses.asdict(rules), think=think)
-    except (ValueError, FileNotFoundError) as e:
+        return evaluator.evaluate_checkpoint(cfg, kind, where, step, output=output, rules=dataclasses.asdict(rules),
+                                             think=think, overwrite=overwrite, run_config=saved)
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

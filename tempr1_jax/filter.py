@@ -167,8 +167,10 @@ def run_filter(cfg: Any, kind: str, where: str, step: int | None, args: argparse
         setup.apply_overrides(cfg, setup.prepare_synthetic(cfg))  # the demo's frames and tokenizer
         with cfg.unlocked():
             cfg.eval.samples, cfg.eval.max_samples = (todo_path,), 0
+            if "extra_samples" in cfg.eval:
+                cfg.eval.extra_samples = ()
         setup.check_batch_sizes(cfg, mesh)
-        tokenizer, graphdef, params, mcfg, cfg, _ = evaluator.policy_of(cfg, kind, where, step, mesh)
+        tokenizer, graphdef, params, mcfg, cfg, _ = evaluator.load_policy(cfg, kind, where, step, mesh)
         ev = evaluator.Evaluator(
             cfg,
             graphdef,

@@ -1,4 +1,4 @@
-"""Benchmark metrics for the five TempR1 tasks, equal to the community's official evaluators (plain numpy).
+"""Benchmark metrics for the TempR1 tasks, equal to the community's official evaluators (plain numpy).
 
 Every number is a percentage in [0, 100] (unrounded float). Times are seconds. Nothing here imports JAX or
 TensorFlow; string parsing happens before this module (``tempr1_jax.evaluate``).
@@ -18,6 +18,11 @@ What each task reports (metric names: docs/formats.md; "official" = the script w
 - ``tal``: ``F1@{0.1,0.3,0.5,0.7}`` and ``mF1`` (MUSEG / E.T.Bench per-sample F1 without one-to-one matching),
   detection ``mAP@t`` and ``mAP`` with the interpolated AP of the official ActivityNet code (classes are the
   samples' ``action``; ActivityNet-1.3 t = 0.5:0.05:0.95, THUMOS14 t = 0.3:0.1:0.7).
+- ``mcq`` (evaluation only: TempCompass, MVBench, VideoMME, Perception Test): ``Acc`` and ``Acc/<category>``
+  (top-1 accuracy overall and per value of the samples' ``category``).
+
+Ground truth is the dataset's own: ``released_segments`` when a converter changed the segments (clipped them to
+the video or dropped some for the rewards), else ``segments`` (docs/formats.md, "What the metrics score").
 
 The rules for awkward predictions live in :class:`Rules`; each has the official behaviour as default unless
 noted, and the alternatives MLLM-style scripts use. docs/evaluation.md has the table of rules.
@@ -140,7 +145,7 @@ class Prediction:
 
     segments: float64 [K, 2] seconds in output order, or None when unparsable (K = 0 is an empty answer).
     scores: float64 [K] confidences, or None (all equal: output order is the ranking).
-    answer: gvqa option letter, or None when absent / unparsable.
+    answer: gvqa / mcq option letter, or None when absent / unparsable.
     saliency: float64 [C] score per 2-second clip (vhd highlight metrics), or None.
     windows_given: False for a highlight-only vhd prediction (saliency but neither windows nor a completion):
         like moment_detr, window metrics are computed only when some prediction gives windows.
@@ -441,7 +446,9 @@ def highlight_ap(labels: np.ndarray, scores: np.ndarray, lengths: np.ndarray) ->
 
 
 def _segments_of(sample: Mapping) -> np.ndarray:
-    return np.asarray(sample["segments"], np.float64).reshape(-1, 2)
+    """[K, 2] the ground truth scored: the dataset's own segments (``released_segments`` when a converter changed
+    them, else ``segments``; docs/formats.md)."""
+    return np.asarray(sample.get("released_segments", sample["segments"]), np.float64).reshape(-1, 2)
 
 
 def _pred_segments(pred: Prediction | None) -> np.ndarray:
@@ -837,11 +844,28 @@ def score_tal(samples: Sequence[Mapping], preds: Sequence[Prediction | None], ru
     return out
 
 
-SCORERS = {"tg": score_tg, "dtg": score_dtg, "vhd": score_vhd, "gvqa": score_gvqa, "tal": score_tal}
+def score_mcq(samples: Sequence[Mapping], preds: Sequence[Prediction | None], rules: Rules) -> dict[str, float]:
+    """Multiple choice: ``Acc`` (top-1 accuracy) and ``Acc/<category>`` per value of the samples' ``category``
+    (TempCompass dimension, MVBench task, VideoMME task type, Perception Test area), sorted by name."""
+    correct = np.array(
+        [p is not None and p.answer is not None and p.answer == str(s["answer"]) for s, p in zip(samples, preds,
+                                                                                                 strict=True)],
+        bool,
+    )
+    cats = np.array([str(s.get("category", "")) for s in samples])
+    out = {"Acc": _pct(correct)}
+    out.update({f"Acc/{c}": _pct(correct[cats == c]) for c in sorted(set(cats.tolist())) if c})
+    return out
+
+
+SCORERS = {"tg": score_tg, "dtg": score_dtg, "vhd": score_vhd, "gvqa": score_gvqa, "tal": score_tal, "mcq": score_mcq}
 
 
 def is_unparsable(task: str, pred: Prediction) -> bool:
-    """A prediction whose task-relevant payload could not be parsed (gvqa: the letter or the evidence)."""
+    """A prediction whose task-relevant payload could not be parsed (gvqa: the letter or the evidence; mcq: the
+    letter)."""
+    if task == "mcq":
+        return pred.answer is None
     if task == "gvqa":
         return pred.segments is None or pred.answer is None
     if task == "vhd" and not pred.windows_given:
@@ -910,4 +934,6 @@ def metric_names(task: str) -> Iterable[str]:
         names = ("mF1", "F1@0.1", "F1@0.3", "F1@0.5", "F1@0.7", "mAP")
         names += tuple(f"mAP@{threshold_name(t)}" for t in sorted(set(ANET_THRESHOLDS + THUMOS_THRESHOLDS)))
         return tuple(dict.fromkeys(names))
+    if task == "mcq":
+        return ("Acc",)  # plus one Acc/<category> per category of the samples
     raise ValueError(f"unknown task {task!r}")

@@ -7,6 +7,7 @@ functions batched with ``vmap``:
     one_to_one    tg, dtg    mean index-paired IoU
     many_to_one   vhd, gvqa  IoU of the unions of both sides
     many_to_many  tal        count reward + F1 of the order-preserving matching (DP over sorted lists)
+    none          mcq        (evaluation-only multiple choice: format and answer rewards, localization 0)
 
 ``compute_rewards(completions, samples)`` is the whole path (parse + score). Times are seconds. This module
 imports only numpy, jax and the sample rules of ``data_pipeline.schema`` (stdlib + numpy): no TensorFlow, Flax
@@ -48,16 +49,18 @@ LETTERS = OPTION_LETTERS
 class TaskRule:
     """How one task's completions are laid out, parsed and scored.
 
-    localization: "one_to_one" | "many_to_one" | "many_to_many" (the correspondence type).
+    localization: "one_to_one" | "many_to_one" | "many_to_many" (the correspondence type), or "none" (no
+      intervals: the localization reward is 0).
     intervals_block: the block whose INTERVALS payload is localized: "answer", or "evidence" (then the
-      completion template is ``[think] answer evidence`` and the evidence block is required).
-    answer_rule: None, or "letter": the answer block holds an option letter scored by the answer reward.
+      completion template is ``[think] answer evidence`` and the evidence block is required), or None (none).
+    answer_rule: None, "letter" (the answer block holds an option letter, ``parse_letter``) or "choice" (a
+      leading option letter, ``parse_option``); either is scored by the answer reward.
     count_ok: (n_pred, n_gt) -> whether the format reward accepts that many predicted intervals.
     (How many ground-truth segments a valid sample has is a sample rule: ``data_pipeline.schema``.)
     """
 
     localization: str
-    intervals_block: str
+    intervals_block: str | None
     answer_rule: str | None
     count_ok: Callable[[int, int], bool]
 
@@ -68,6 +71,7 @@ TASKS: dict[str, TaskRule] = {
     "vhd": TaskRule("many_to_one", "answer", None, lambda p, g: p >= 1),
     "gvqa": TaskRule("many_to_one", "evidence", "letter", lambda p, g: p >= 1),
     "tal": TaskRule("many_to_many", "answer", None, lambda p, g: True),
+    "mcq": TaskRule("none", None, "choice", lambda p, g: True),
 }
 assert tuple(TASKS) == TASK_IDS, "one rule per task id of data_pipeline.schema.TASKS"
 
@@ -79,6 +83,8 @@ _NUM = r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
 _ITEM = rf"{_NUM}\s*(?:to|-)\s*{_NUM}"
 _INTERVALS_RE = re.compile(rf"{_ITEM}(?:\s*[,;]\s*{_ITEM})*")
 _LETTER_RE = re.compile(rf"([{LETTERS}])|\(([{LETTERS}])\)|([{LETTERS}])\.")
+# mcq: a letter alone, or leading the reply as "B.", "B)" or "(B)" (then anything: usually the option's text)
+_OPTION_RE = re.compile(rf"([{LETTERS}])|\(([{LETTERS}])\)(?:\s.*)?|([{LETTERS}])[.)].*", re.DOTALL)
 _TAG_SPLIT_RE = re.compile("(" + "|".join(re.escape(t) for t in TAGS) + ")")
 
 Intervals = list[tuple[float, float]]  # host-side intervals: (start, end) seconds
@@ -102,7 +108,8 @@ class ParsedCompletion:
     format: the format reward (docs/rewards.md) as a bool.
     intervals: float64 [K, 2] seconds clipped to [0, duration], from the last ``<answer>`` block (gvqa: the
       last ``<evidence>`` block); None when that block is missing or its payload is unparsable.
-    letter: gvqa only: the option letter of the last answer block, or None when missing or unparsable.
+    letter: gvqa / mcq only: the option letter of the last answer block, or None when missing or unparsable.
+      (mcq has no intervals: ``intervals`` is None.)
     """
 
     format: bool
@@ -148,7 +155,7 @@ def check_sample(sample: Mapping, index: int | None = None) -> GroundTruth:
         raise ValueError(f"{where}: {e}") from None
     rule = TASKS[task]
     segs = [(min(s, duration), min(e, duration)) for s, e in segs]
-    answer = sample["answer"] if rule.answer_rule == "letter" else None
+    answer = sample["answer"] if rule.answer_rule is not None else None
     return GroundTruth(task, rule, duration, segs, answer)
 
 
@@ -208,8 +215,20 @@ def parse_letter(payload: str) -> str | None:
     return None if m is None else next(g for g in m.groups() if g)
 
 
+def parse_option(payload: str) -> str | None:
+    """mcq answer payload -> option letter ``A``-``H``, or None: the letter alone (``B``, ``(B)``, ``B.``, ``B)``)
+    or leading the reply as ``B.`` / ``B)`` / ``(B) `` followed by anything (``B. dunking a basketball``), the
+    rule-based match of the benchmarks' own scripts (TempCompass ``eval_multi-choice.py``). Never raises."""
+    m = _OPTION_RE.fullmatch(payload.strip())
+    return None if m is None else next(g for g in m.groups() if g)
+
+
+def _parse_answer(rule: TaskRule, payload: str) -> str | None:
+    return parse_option(payload) if rule.answer_rule == "choice" else parse_letter(payload)
+
+
 @functools.cache
-def _layouts(intervals_block: str, think: str) -> frozenset[tuple[str, ...]]:
+def _layouts(intervals_block: str | None, think: str) -> frozenset[tuple[str, ...]]:
     """The tag sequences a well-formatted completion may have, e.g. (<think>, </think>, <answer>, </answer>)."""
     tail = ("<answer>", "</answer>") + (("<evidence>", "</evidence>") if intervals_block == "evidence" else ())
     with_think = ("<think>", "</think>") + tail
@@ -228,20 +247,22 @@ def _layout_ok(text: str, rule: TaskRule, think: str) -> bool:
 def _parse_batch(texts: Sequence[str], gts: Sequence[GroundTruth], think: str
                  ) -> tuple[np.ndarray, Ragged, list[str | None]]:
     """(format reward bool [B], intervals of each last localization block, gvqa letters or None)."""
-    blocks = [_last_block(t, g.rule.intervals_block) for t, g in zip(texts, gts, strict=True)]
+    blocks = [None if g.rule.intervals_block is None else _last_block(t, g.rule.intervals_block)
+              for t, g in zip(texts, gts, strict=True)]
     intervals = parse_interval_payloads(blocks, [g.duration for g in gts])
     letters: list[str | None] = []
     fmt = np.zeros(len(texts), bool)
     for b, (text, gt) in enumerate(zip(texts, gts, strict=True)):
         rule, n = gt.rule, int(intervals.counts[b])
         letter = None
-        if rule.answer_rule == "letter":
+        if rule.answer_rule is not None:
             answer = _last_block(text, "answer")
-            letter = None if answer is None else parse_letter(answer)
+            letter = None if answer is None else _parse_answer(rule, answer)
         letters.append(letter)
         # When the layout holds every block occurs once, so the last blocks parsed above are the blocks.
-        fmt[b] = (n >= 0 and (rule.answer_rule is None or letter is not None)
-                  and rule.count_ok(n, len(gt.segments)) and _layout_ok(text, rule, think))
+        intervals_ok = rule.intervals_block is None or (n >= 0 and rule.count_ok(n, len(gt.segments)))
+        fmt[b] = (intervals_ok and (rule.answer_rule is None or letter is not None)
+                  and _layout_ok(text, rule, think))
     return fmt, intervals, letters
 
 

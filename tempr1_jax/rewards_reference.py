@@ -16,9 +16,10 @@ TAGS = ("<think>", "</think>", "<answer>", "</answer>", "<evidence>", "</evidenc
 NUMBER = r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
 ITEM = re.compile(rf"\s*({NUMBER})\s*(?:to|-)\s*({NUMBER})\s*")
 LETTER = re.compile(r"\s*(?:([A-H])|\(([A-H])\)|([A-H])\.)\s*")
+OPTION = re.compile(r"\s*(?:([A-H])\s*|\(([A-H])\)(?:\s.*)?|([A-H])[.)].*)", re.DOTALL)  # mcq: a leading letter
 
 LOCALIZATION = {"tg": "one_to_one", "dtg": "one_to_one", "vhd": "many_to_one", "gvqa": "many_to_one",
-                "tal": "many_to_many"}
+                "tal": "many_to_many", "mcq": None}
 
 
 def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -95,13 +96,18 @@ def parse_letter(payload: str) -> str | None:
     return None if m is None else next(g for g in m.groups() if g)
 
 
+def parse_option(payload: str) -> str | None:
+    m = OPTION.fullmatch(payload.rstrip())
+    return None if m is None else next(g for g in m.groups() if g)
+
+
 def last_block(text: str, tag: str) -> str | None:
     found = re.findall(rf"<{tag}>(.*?)</{tag}>", text, re.DOTALL)
     return found[-1] if found else None
 
 
 def format_reward(text: str, sample: Mapping, think: str = "optional") -> float:
-    task, duration, n_gt = sample["task"], float(sample["duration"]), len(sample["segments"])
+    task, n_gt = sample["task"], len(sample["segments"])
     answer, evidence = r"<answer>(.*?)</answer>", r"<evidence>(.*?)</evidence>"
     layout = answer + (r"\s*" + evidence if task == "gvqa" else "")
     patterns = {"required": [r"<think>(.*?)</think>\s*" + layout], "forbidden": [layout],
@@ -113,6 +119,9 @@ def format_reward(text: str, sample: Mapping, think: str = "optional") -> float:
             break
     else:
         return 0.0
+    if task == "mcq":
+        return 0.0 if parse_option(blocks[-1]) is None else 1.0
+    duration = float(sample["duration"])
     if task == "gvqa":
         if parse_letter(blocks[-2]) is None:
             return 0.0
@@ -127,7 +136,10 @@ def format_reward(text: str, sample: Mapping, think: str = "optional") -> float:
 
 
 def localization_reward(text: str, sample: Mapping, sigma: float = 1.0) -> float:
-    task, duration = sample["task"], float(sample["duration"])
+    task = sample["task"]
+    if LOCALIZATION[task] is None:
+        return 0.0
+    duration = float(sample["duration"])
     gt = [(min(max(float(s), 0.0), duration), min(max(float(e), 0.0), duration)) for s, e in sample["segments"]]
     block = last_block(text, "evidence" if task == "gvqa" else "answer")
     pred = None if block is None else parse_intervals(block, duration)
@@ -142,10 +154,11 @@ def localization_reward(text: str, sample: Mapping, sigma: float = 1.0) -> float
 
 
 def answer_reward(text: str, sample: Mapping) -> float:
-    if sample["task"] != "gvqa":
+    if sample["task"] not in ("gvqa", "mcq"):
         return 0.0
     block = last_block(text, "answer")
-    return 1.0 if block is not None and parse_letter(block) == sample["answer"] else 0.0
+    parse = parse_option if sample["task"] == "mcq" else parse_letter
+    return 1.0 if block is not None and parse(block) == sample["answer"] else 0.0
 
 
 def reward(text: str, sample: Mapping, think: str = "optional", weights: Mapping | None = None,

@@ -85,11 +85,12 @@ def sample_token(logits: Array, key: Array, cfg: SamplingConfig) -> tuple[Array,
     return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
 
 
-def make_generate(graphdef: Any, cfg: SamplingConfig) -> Callable[[Any, Mapping[str, Any], Array], dict]:
-    """A jitted ``generate(params, prompts, rng) -> dict`` (see the module docstring)."""
+def make_generate(graphdef: Any, cfg: SamplingConfig,
+                  name: str = "generate") -> Callable[[Any, Mapping[str, Any], Array], dict]:
+    """A jitted ``generate(params, prompts, rng) -> dict`` (see the module docstring), compiled as program
+    ``jit(<name>)`` (the name compile counts and XLA dumps show: the trainer's and the evaluator's differ)."""
     eos = jnp.asarray(cfg.eos_ids, jnp.int32)
 
-    @jax.jit
     def generate(params: Any, prompts: Mapping[str, Any], rng: Array) -> dict[str, Array]:
         model = nnx.merge(graphdef, params)
         ids = prompts["input_ids"]
@@ -125,7 +126,8 @@ def make_generate(graphdef: Any, cfg: SamplingConfig) -> Callable[[Any, Mapping[
         mask = (jnp.arange(steps)[None, :] < t) & ~after_eos
         return {"tokens": tokens, "completion_mask": mask, "logp": jnp.where(mask, logp, 0.0), "steps": t}
 
-    return generate
+    generate.__name__ = generate.__qualname__ = name
+    return jax.jit(generate)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -183,10 +185,11 @@ class Rollout:
 class Sampler:
     """Stream batch (this host's prompts) -> G completions per prompt from ``params`` (jitted, on the mesh)."""
 
-    def __init__(self, graphdef: Any, cfg: Any, mesh: jax.sharding.Mesh, scfg: SamplingConfig) -> None:
+    def __init__(self, graphdef: Any, cfg: Any, mesh: jax.sharding.Mesh, scfg: SamplingConfig,
+                 name: str = "generate") -> None:
         self.cfg, self.scfg, self.pad_id = cfg, scfg, scfg.pad_id
         self.batch_sh = sharding.batch_sharding(mesh)
-        self.generate = make_generate(graphdef, scfg)
+        self.generate = make_generate(graphdef, scfg, name)
 
     def prompts(self, batch: Batch, sizer: policy.VisionSizer) -> dict:
         """The prompt inputs of a stream batch on the mesh (one global shape across hosts)."""

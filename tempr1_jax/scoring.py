@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -148,16 +149,38 @@ def validate_sample(obj: Any, where: str) -> dict:
     return out
 
 
-def _letter(value: Any, where: str) -> str | None:
-    """A parsed ``answer`` field by the reward library's letter rule: 'B', '(B)' or 'B.' -> 'B'; any other text
-    is an unparsable answer (None)."""
+def _letter(value: Any, where: str, task: str = "gvqa") -> str | None:
+    """A parsed ``answer`` field by the reward library's letter rule: gvqa 'B', '(B)' or 'B.' -> 'B', any other
+    text unparsable (None); mcq: ``rewards.parse_option``, a leading letter ('B. dunking a ball' -> 'B'), so that a
+    model's bare reply can be given here as it is."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise _fail(where, "answer", f"expected an option letter or null, got {_short(value)}")
-    from tempr1_jax.rewards import parse_letter  # on use: the rewards bring in JAX, parsed fields need none
+    from tempr1_jax.rewards import parse_letter, parse_option  # on use: the rewards bring in JAX
 
-    return parse_letter(value)
+    return parse_option(value) if task == "mcq" else parse_letter(value)
+
+
+def mcq_letter(text: str, sample: Mapping, think: str = "optional", where: str = "completion") -> str | None:
+    """The option letter the metrics read from an mcq completion: that of its last ``<answer>`` block (the
+    completion rules, docs/rewards.md), or, for a reply with no answer block at all (another model's bare output,
+    as the benchmarks' own scripts read it), the reply's leading letter (``rewards.parse_option``)."""
+    if re.search(r"<answer>.*?</answer>", text, re.DOTALL):
+        return _parse_completion(text, sample, where, think).letter
+    return _letter(text, where, "mcq")
+
+
+def _mcq_prediction(obj: Mapping, sample: Mapping, where: str, think: str) -> Prediction:
+    """An mcq line: ``answer`` (the letter, or a reply that leads with it), else ``mcq_letter`` of
+    ``completion``; no intervals."""
+    if "answer" in obj:
+        return Prediction(None, answer=_letter(obj["answer"], where, "mcq"))
+    text = obj.get("completion")
+    if not isinstance(text, str):
+        raise _fail(where, "completion" if "completion" in obj else None,
+                    f"an mcq prediction needs 'answer' or the raw 'completion' text, got {_short(text)}")
+    return Prediction(None, answer=mcq_letter(text, sample, think, where))
 
 
 def _parse_completion(text: str, sample: Mapping, where: str, think: str) -> Any:
@@ -176,10 +199,12 @@ def normalize_prediction(
 ) -> Prediction:
     """One prediction record -> :class:`metrics.Prediction` (parsed fields win over ``completion``)."""
     task = sample["task"]
-    duration = float(sample["duration"])
     fields = set(obj) & set(PREDICTION_FIELDS)
     if not fields:
         raise _fail(where, None, f"no prediction field: expected one of {', '.join(PREDICTION_FIELDS[:4])}")
+    if task == "mcq":
+        return _mcq_prediction(obj, sample, where, think)
+    duration = float(sample["duration"])
     parsed = None
     if "completion" in obj:
         text = obj["completion"]
@@ -215,7 +240,7 @@ def normalize_prediction(
     answer = None
     if task == "gvqa":
         if "answer" in obj:
-            answer = _letter(obj["answer"], where)
+            answer = _letter(obj["answer"], where, task)
         elif parsed is not None:
             answer = parsed.letter
 
@@ -307,14 +332,18 @@ def evaluate_files(
 
 def prediction_record(completion: str, sample: Mapping, think: str = "optional") -> dict[str, Any]:
     """A PRED.jsonl line for one generated completion: ``id``, ``task``, the raw ``completion``, and what the
-    completion parser reads from it: ``segments`` (clipped ``[[start, end], ...]`` seconds; null when unparsable),
-    ``format`` (the format check) and, for gvqa, ``answer`` (the letter; null when unparsable)."""
+    completion parser reads from it: ``segments`` (clipped ``[[start, end], ...]`` seconds; null when unparsable;
+    not for mcq), ``format`` (the format check) and, for gvqa and mcq, ``answer`` (the letter; null when
+    unparsable)."""
     parsed = _parse_completion(completion, sample, f"sample {sample.get('id')!r}", think)
     rec: dict[str, Any] = {"id": str(sample["id"]), "task": sample["task"], "completion": completion}
-    rec["segments"] = None if parsed.intervals is None else np.asarray(parsed.intervals).tolist()
+    if sample["task"] != "mcq":
+        rec["segments"] = None if parsed.intervals is None else np.asarray(parsed.intervals).tolist()
     rec["format"] = bool(parsed.format)
     if sample["task"] == "gvqa":
         rec["answer"] = parsed.letter
+    elif sample["task"] == "mcq":
+        rec["answer"] = mcq_letter(completion, sample, think)
     return rec
 
 
@@ -362,9 +391,11 @@ def format_table(result: Mapping[str, Mapping[str, Any]], rules: Rules | None = 
             f"{c.get('unparsable', 0)} unparsable, {c.get('empty', 0)} empty"
         )
         values = result[task]
-        lines = _table(metrics.metric_names(task), values)
+        names = list(metrics.metric_names(task)) + (sorted(k for k in values if k.startswith("Acc/"))
+                                                     if task == "mcq" else [])
+        lines = _table(names, values)
         out += ["  " + ln for ln in lines] if lines else ["  (nothing to score)"]
-        extra = len(set(values) - set(metrics.metric_names(task)))
+        extra = len(set(values) - set(names))
         if extra:
             out.append(f"  (+{extra} more in metrics.json)")
     return "\n".join(out)

@@ -17,17 +17,19 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 from jax.experimental import multihost_utils
 
 from data_pipeline import prompts as data_prompts
+from data_pipeline import schema as data_schema
 from data_pipeline import synthetic
-from tempr1_jax import rewards, sharding
+from tempr1_jax import grpo, policy, rewards, sharding, trainer
 from tempr1_jax.models.qwen25vl import config as qconfig
 from tempr1_jax.models.qwen25vl import lora as qlora
 from tempr1_jax.models.qwen25vl import params as qparams
@@ -54,21 +56,37 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
+WORLDS = ("square", "multitask")  # config.synthetic.world: data_pipeline.synthetic's generators
+
+
+def _world(s: ml_collections.ConfigDict) -> tuple[str, dict[str, Any], Any, int]:
+    """(name, settings, generator, version) of ``config.synthetic``'s world."""
+    world = s.get("world", "square")
+    keys = ("num_train", "num_val", "min_seconds", "max_seconds", "size", "seed")
+    if world == "square":
+        return world, {k: s[k] for k in keys}, synthetic.make_square_dataset, synthetic.SQUARE_VERSION
+    if world == "multitask":
+        settings = {k: s[k] for k in keys} | {"tasks": tuple(s.tasks), "distractors": float(s.distractors)}
+        return world, settings, synthetic.make_multitask_dataset, synthetic.MULTITASK_VERSION
+    raise ValueError(f"config.synthetic.world={world!r}: must be one of {WORLDS}")
+
+
 def prepare_synthetic(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
-    """The demo (``config.synthetic.enabled``): generate its square task once into the cache, and return the
-    config fields that point at it (``{"data.samples": ..., ...}``; empty when the config has no demo data).
+    """The demo (``config.synthetic.enabled``): generate its world (``synthetic.world``: the one-task square
+    world, or the five-task world) once into the cache, and return the config fields that point at it
+    (``{"data.samples": ..., ...}``; empty when the config has no demo data).
 
     Every process calls it; process 0 generates, atomically (a killed generation leaves no finished directory).
     """
     if "synthetic" not in cfg or not cfg.synthetic.enabled:
         return {}
     s = cfg.synthetic
-    settings = {k: s[k] for k in ("num_train", "num_val", "min_seconds", "max_seconds", "size", "seed")}
-    root = s.dir or os.path.join(cache_dir(), "square-" + _digest(settings | {"v": synthetic.SQUARE_VERSION}))
+    world, settings, make, version = _world(s)
+    root = s.dir or os.path.join(cache_dir(), f"{world}-{_digest(settings | {'v': version})}")
     if jax.process_index() == 0 and not os.path.isfile(os.path.join(root, "DONE")):
-        log.info("generating the synthetic square task in %s", root)
+        log.info("generating the synthetic %s world in %s", world, root)
         tmp = f"{root}.tmp{os.getpid()}"
-        synthetic.make_square_dataset(tmp, **settings)
+        make(tmp, **settings)
         with open(os.path.join(tmp, "DONE"), "w") as f:
             json.dump(settings, f)
         if os.path.isdir(root):  # an incomplete earlier attempt
@@ -103,13 +121,27 @@ def host_stream_config(data: ml_collections.ConfigDict, global_batch: int) -> ml
     return c
 
 
+def check_train_tasks(stream: Any) -> None:
+    """Refuse a training stream holding evaluation-only samples (``mcq``: the general benchmarks' test questions;
+    TempR1 trains on the five temporal tasks only, and training on them would contaminate the evaluation that
+    shows RL keeps general ability). One line naming the count and where such files belong."""
+    extra = {t: n for t, n in stream.samples_per_task.items() if n and t not in data_schema.TRAIN_TASKS}
+    if extra:
+        raise ValueError(
+            f"config.data.samples holds evaluation-only samples ({', '.join(f'{n} {t}' for t, n in extra.items())}): "
+            f"training takes the tasks {', '.join(data_schema.TRAIN_TASKS)}; list multiple-choice benchmarks in "
+            "config.eval.extra_samples"
+        )
+
+
 def check_batch_sizes(cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
     """Prompt counts must split evenly over processes and the mesh's batch shards (one clear message)."""
     shards, procs = sharding.batch_shards(mesh), jax.process_count()
     for key in ("train.prompts_per_step", "eval.batch_size", "warmup.batch_size"):
         block, name = key.split(".")
         n = int(cfg[block][name])
-        if key != "train.prompts_per_step" and not (cfg.eval.samples if block == "eval" else cfg.warmup.steps):
+        evaluates = cfg.eval.samples or cfg.eval.get("extra_samples", ())
+        if key != "train.prompts_per_step" and not (evaluates if block == "eval" else cfg.warmup.steps):
             continue
         if n < 1 or n % shards or n % procs:
             raise ValueError(
@@ -181,26 +213,30 @@ def check_tokenizer(mcfg: qconfig.Qwen25VLConfig, tokenizer: Any) -> None:
 
 
 def _preset_config(m: ml_collections.ConfigDict, tokenizer: Any, knobs: Mapping[str, Any]) -> qconfig.Qwen25VLConfig:
-    """A preset with ``model.text`` / ``model.vision`` overrides, its vocabulary and special ids from the tokenizer."""
+    """A preset with ``model.text`` / ``model.vision`` overrides, its vocabulary and special ids from the tokenizer
+    (the preset's own without one)."""
     base = qconfig.preset(m.preset)
     try:
         text = dataclasses.replace(base.text, **m.text.to_dict())
         vision = dataclasses.replace(base.vision, **m.vision.to_dict())
     except TypeError as e:
         raise ValueError(f"config.model.text / config.model.vision: {e}") from None
-    text = dataclasses.replace(text, vocab_size=max(text.vocab_size, len(tokenizer)))
+    if tokenizer is not None:
+        text = dataclasses.replace(text, vocab_size=max(text.vocab_size, len(tokenizer)))
     if "mrope_section" not in m.text:  # Qwen's split of the rotary pairs (1/4 time, 3/8 height, 3/8 width)
         half = text.hidden_size // text.num_attention_heads // 2
         text = dataclasses.replace(text, mrope_section=(half // 4, (half - half // 4) // 2,
                                                         half - half // 4 - (half - half // 4) // 2))
     if "out_hidden_size" not in m.vision:  # the vision merger feeds the text model
         vision = dataclasses.replace(vision, out_hidden_size=text.hidden_size)
-    ids = special_ids(tokenizer)
+    ids = special_ids(tokenizer) if tokenizer is not None else {}
     return dataclasses.replace(base, text=text, vision=vision, bos_token_id=None, **ids, **knobs).validate()
 
 
 def model_config(cfg: ml_collections.ConfigDict, tokenizer: Any) -> qconfig.Qwen25VLConfig:
-    """The Qwen2.5-VL config: the HF directory's, or a preset with overrides, sized to the tokenizer."""
+    """The Qwen2.5-VL config: the HF directory's, or a preset with overrides, sized to the tokenizer.
+
+    ``tokenizer`` None (the planner: shapes only) keeps a preset's own vocabulary and special ids."""
     m = cfg.model
     if m.attention_impl == "cudnn":
         raise ValueError(
@@ -217,7 +253,8 @@ def model_config(cfg: ml_collections.ConfigDict, tokenizer: Any) -> qconfig.Qwen
         mcfg = _preset_config(m, tokenizer, knobs)
     else:
         raise ValueError("config.model: give model.path (a Hugging Face directory) or model.preset")
-    check_tokenizer(mcfg, tokenizer)
+    if tokenizer is not None:
+        check_tokenizer(mcfg, tokenizer)
     return mcfg
 
 
@@ -301,16 +338,71 @@ def initial_params(cfg: ml_collections.ConfigDict, mcfg: qconfig.Qwen25VLConfig,
     return (*random_params(mcfg, mesh, cfg.seed), False)
 
 
-def export_params(graphdef: Any, params: Any, out_dir: str, *, tokenizer_dir: str | None) -> None:
-    """Write params as an HF directory (float32), atomically: a killed export leaves no directory."""
+def export_params(graphdef: Any, params: Any, out_dir: str, *, tokenizer_dir: str | None,
+                  dtype: str = "float32") -> None:
+    """Write params as an HF directory (``dtype`` weights; tokenizer and processor files copied from
+    ``tokenizer_dir``), atomically: a killed export leaves no directory (an older one is replaced at the end)."""
     if jax.process_count() > 1:
         params = multihost_utils.process_allgather(params, tiled=True)
     if jax.process_index() == 0:
         tmp = f"{out_dir}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        qparams.export_hf_checkpoint(nnx.merge(graphdef, params), tmp, dtype="float32", copy_aux_from=tokenizer_dir)
+        qparams.export_hf_checkpoint(nnx.merge(graphdef, params), tmp, dtype=dtype, copy_aux_from=tokenizer_dir)
         shutil.rmtree(out_dir, ignore_errors=True)
         os.replace(tmp, out_dir)
-        log.info("exported the warmed-up policy to %s", out_dir)
+        log.info("exported the policy to %s (%s)", out_dir, dtype)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("export")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Optimizer, train state and the step's jitted functions (shared by train.py and the planner, plan.py)
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimization:
+    """The optimizer of a config and the TrainState it makes (``optimization``).
+
+    tx, schedule: ``trainer.make_optimizer``'s; trainable: bool tree (``trainer.trainable_mask``); state_shape:
+    the TrainState as ShapeDtypeStructs (nothing allocated); state_sharding: its NamedShardings on the mesh.
+    """
+
+    tx: Any
+    schedule: Any
+    trainable: Any
+    state_shape: trainer.TrainState
+    state_sharding: trainer.TrainState
+
+
+def optimization(cfg: ml_collections.ConfigDict, params: Any, specs: Any, mesh: jax.sharding.Mesh,
+                 total_updates: int) -> Optimization:
+    """AdamW + schedule over ``total_updates`` optimizer updates, the freeze mask (``optimizer.freeze``,
+    ``model.freeze_vision``, the base with LoRA) and the sharded state shape (reference params only if
+    ``grpo.beta > 0`` without LoRA).
+    ``params`` may be arrays or ShapeDtypeStructs."""
+    trainable = trainer.trainable_mask(params, freeze_pattern(cfg))
+    opt_cfg = {k: v for k, v in cfg.optimizer.to_dict().items() if k != "freeze"}
+    tx, schedule = trainer.make_optimizer(opt_cfg, total_updates, trainable)
+    beta = 0.0 if lora_config(cfg).rank else float(cfg.grpo.beta)  # LoRA's reference is the base: no copy
+    shape = jax.eval_shape(lambda p, r: trainer.init_state(p, tx, r, beta=beta), params,
+                           jax.ShapeDtypeStruct((2,), jnp.uint32))
+    return Optimization(tx, schedule, trainable, shape, trainer.state_shardings(mesh, shape, specs, tx))
+
+
+def step_functions(cfg: ml_collections.ConfigDict, graphdef: Any, gcfg: grpo.GRPOConfig, mesh: jax.sharding.Mesh,
+                   opt: Optimization, pad_id: int) -> tuple[Callable, Callable]:
+    """(assemble, train_step) of a run, jitted with the mesh's shardings: ``assemble(prompts, rollout, rewards,
+    sample_mask) -> TrainBatch`` (policy.assemble) and ``train_step(state, batch) -> (state, metrics)``
+    (trainer.make_train_step with the config's micro-batches, freeze mask and schedule; state donated)."""
+    policy_fn = policy.make_policy_fn(graphdef, temperature=cfg.rollout.temperature,
+                                      chunk_size=cfg.model.logprob_chunk)
+    batch_sh = sharding.batch_sharding(mesh)
+    assemble = jax.jit(lambda p, r, rew, m: policy.assemble(p, r, rew, m, pad_id=pad_id,
+                                                            with_old_logp=gcfg.num_iterations > 1),
+                       out_shardings=batch_sh)
+    train_step = trainer.make_train_step(policy_fn, opt.tx, gcfg, micro_batches=cfg.train.micro_batches,
+                                         trainable=opt.trainable, schedule=opt.schedule,
+                                         state_sharding=opt.state_sharding, batch_sharding=batch_sh,
+                                         reference=qlora.without_adapters if lora_config(cfg).rank else None)
+    return assemble, train_step

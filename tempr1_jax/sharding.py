@@ -228,6 +228,29 @@ def gather_json(obj: Any) -> list[Any]:
     return [json.loads(bytes(rows[i, : lengths[i]]).decode()) for i in range(len(lengths))]
 
 
+def cloud_tpu_process_count() -> int:
+    """The number of workers of the Cloud TPU slice this VM is part of, as ``jax.distributed.initialize()``
+    finds them (JAX's own GCE / GKE TPU cluster detection: the GCE metadata server on a TPU VM, where no
+    environment variable names the workers); 1 elsewhere or when it cannot be told (logged). Queries nothing
+    off a Cloud TPU VM. (JAX's detection is private API: a JAX without it gives 1.)"""
+    try:
+        from jax._src import cloud_tpu_init
+        from jax._src.clusters import cloud_tpu_cluster
+    except ImportError:
+        return 1
+    if not getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False):
+        return 1
+    for name in ("GkeTpuCluster", "GceTpuCluster"):
+        cluster = getattr(cloud_tpu_cluster, name, None)
+        try:
+            if cluster is not None and cluster.is_env_present():
+                return int(cluster.get_process_count())
+        except Exception as e:  # noqa: BLE001 - the metadata server unreachable, a changed format: not multi-host
+            log.warning("distributed.mode='auto': cannot tell the Cloud TPU slice's workers (%s: %s): one process "
+                        "(give --config.distributed.mode=on on a multi-host slice)", type(e).__name__, e)
+    return 1
+
+
 def maybe_initialize_distributed(
     mode: str = "auto",
     coordinator_address: str | None = None,
@@ -239,7 +262,8 @@ def maybe_initialize_distributed(
     mode "off": never. "on": always (JAX auto-detects TPU pods, SLURM, Open MPI... for unset arguments).
     "auto": only when arguments, ``JAX_COORDINATOR_ADDRESS``, or a known multi-process environment
     (Cloud TPU multi-host ``TPU_WORKER_HOSTNAMES``, SLURM ``SLURM_NTASKS``, Open MPI ``OMPI_COMM_WORLD_SIZE``
-    with more than one process) say so. Must run before any other JAX call.
+    with more than one process, or a Cloud TPU VM whose slice has several workers: ``cloud_tpu_process_count``)
+    say so. Must run before any other JAX call.
     """
     if mode not in DISTRIBUTED_MODES:
         raise ValueError(f"distributed.mode={mode!r}: must be one of {DISTRIBUTED_MODES}")
@@ -254,6 +278,7 @@ def maybe_initialize_distributed(
             or "," in env.get("TPU_WORKER_HOSTNAMES", "")
             or int(env.get("SLURM_NTASKS", "1") or 1) > 1
             or int(env.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1
+            or cloud_tpu_process_count() > 1
         )
         if not multi:
             return False

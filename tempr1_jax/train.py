@@ -3,17 +3,23 @@
 The stages of a run, in the order ``main`` and ``train`` call them (each a short call into its room):
 
   1. flags and config     configs/NAME.py + overrides, checked (tempr1_jax.configlib); the workdir
-  2. logging              console + <workdir>/train.log, TensorBoard, <workdir>/metrics.jsonl (train_log)
+  2. logging              console, then <workdir>/train.log (process i > 0: train.process<i>.log), TensorBoard,
+                          <workdir>/metrics.jsonl (train_log)
   3. distributed init     jax.distributed when running as several processes (before any other JAX call)
   4. mesh                 (data, fsdp, tp) from config.mesh (sharding)
-  5. data                 the demo's synthetic videos made on first use; this host's shard of the stream
+  5. data                 the demo's synthetic videos made on first use; the config checked against a resumed
+                          run's, every input checked (preflight); this host's shard of the stream, its task
+                          mixture logged
   6. tokenizer + model    an HF directory (config.model.path) or a preset with random init, born sharded by
                           its partition specs (setup); the optional supervised warm-up, exported once (warmup)
   7. optimizer + state    AdamW + schedule; the TrainState born sharded (reference params only if beta > 0)
-  8. restore              the workdir's latest checkpoint: params, optimizer state, step, RNG, data position
+  8. restore              the workdir's latest checkpoint: params, optimizer state, step, RNG, data position;
+                          the steps and schedule checked, the config saved (<workdir>/config.py, preflight)
   9. the loop             batch -> rollout (rollout.Sampler) -> rewards (each sample's own task) -> assemble ->
                           train_step (trainer) -> logs -> evaluation every N steps (evaluator) -> checkpoint
-                          every K steps, on SIGTERM and at the end (checkpoint)
+                          every K steps, on SIGTERM / SIGINT and at the end (checkpoint)
+
+A SIGTERM or SIGINT before the loop ends the run at once with status 128 + signal (nothing to save yet).
 
 Everything that runs on the devices is jitted with static shapes: a run compiles during its first step (and
 its first evaluation) and never again. Host work (decoding, reward parsing, logging) stays in numpy.
@@ -23,8 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
+import signal
 import sys
 import time
 import traceback
@@ -43,6 +49,7 @@ from tempr1_jax import (
     evaluator,
     grpo,
     policy,
+    preflight,
     rewards,
     rollout,
     setup,
@@ -51,7 +58,6 @@ from tempr1_jax import (
     trainer,
     warmup,
 )
-from tempr1_jax.models.qwen25vl import lora as qlora
 
 log = logging.getLogger("tempr1_jax.train")
 
@@ -61,19 +67,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 1. Flags and config.
     flags = configlib.parse_flags_or_exit(argv)
     cfg: ml_collections.ConfigDict = flags.config
-    workdir = os.path.abspath(flags.workdir or default_workdir(argv))
-    # 2. Logging.
-    train_log.setup_logging(workdir)
-    log.info("workdir %s", workdir)
-    # 3. Distributed init (first JAX call on multi-host).
-    sharding.maybe_initialize_distributed(**cfg.distributed)
-    try:
-        return train(cfg, workdir)
-    except (ValueError, FileNotFoundError, checkpoint.CheckpointWriteError) as e:  # one line (traceback: train.log)
-        with open(os.path.join(workdir, "train.log"), "a", encoding="utf-8") as f:
-            f.write(traceback.format_exc())
-        print(f"error: {e}", file=sys.stderr)
-        return 3 if isinstance(e, checkpoint.CheckpointWriteError) else 2
+    with checkpoint.PreemptionWatcher(armed=False) as preempt, train_log.CompileCounter() as compiles:
+        log_file = None
+        try:
+            workdir = preflight.check_workdir(flags.workdir or default_workdir(argv))
+            # 2. Logging (the console first; the file once this process knows its index).
+            train_log.setup_logging(None)
+            # 3. Distributed init (first JAX call on multi-host).
+            sharding.maybe_initialize_distributed(**cfg.distributed)
+            log_file = train_log.setup_logging(workdir, process_index=jax.process_index())
+            log.info("workdir %s", workdir)
+            return train(cfg, workdir, preempt=preempt, compiles=compiles)
+        except checkpoint.Interrupted as e:
+            print(f"error: {e} during start-up, before the first step: nothing to save", file=sys.stderr)
+            return 128 + e.signum
+        except (ValueError, OSError) as e:  # one line (the traceback goes to the log file)
+            if log_file is not None:
+                with open(log_file, "a", encoding="utf-8") as f:
+                    f.write(traceback.format_exc())
+            print(f"error: {e}", file=sys.stderr)
+            return 3 if isinstance(e, checkpoint.CheckpointWriteError) else 2
 
 
 def default_workdir(argv: Sequence[str]) -> str:
@@ -103,10 +116,14 @@ class Run:
     ckpt: checkpoint.Checkpointer
     total_steps: int
     flops_per_token: float
+    preempt: checkpoint.PreemptionWatcher
+    compiles: train_log.CompileCounter
 
 
-def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
-    """Stages 4-9 (see the module docstring). Returns the exit status (0, or 1 after too many skipped steps)."""
+def train(cfg: ml_collections.ConfigDict, workdir: str, *, preempt: checkpoint.PreemptionWatcher,
+          compiles: train_log.CompileCounter) -> int:
+    """Stages 4-9 (see the module docstring). Returns the exit status (0; 1 after too many skipped steps; 130
+    after a SIGINT, saved)."""
     # 4. Mesh.
     mesh = sharding.make_mesh(cfg.mesh.to_dict())
     log.info("mesh %s over %d devices (%s), %d process(es)", dict(mesh.shape), jax.device_count(),
@@ -115,10 +132,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
     setup.check_batch_sizes(cfg, mesh)
     # 5. Data (the demo's synthetic task is generated on first use).
     setup.apply_overrides(cfg, setup.prepare_synthetic(cfg))
+    saved = preflight.check_resume(cfg, workdir)
+    preflight.check_inputs(cfg, training=True)
     tokenizer = setup.load_tokenizer(cfg)
     stream = data_stream.make_stream(setup.host_stream_config(cfg.data, int(cfg.train.prompts_per_step)),
                                      process_index=jax.process_index(), process_count=jax.process_count(),
-                                     tokenizer=tokenizer)
+                                     tokenizer=tokenizer, name="config.data")
+    setup.check_train_tasks(stream)  # mcq is evaluation-only
+    preflight.log_mixture(stream, cfg.train.prompts_per_step)
     # 6. Tokenizer + model, born sharded; the optional supervised warm-up.
     mcfg = setup.model_config(cfg, tokenizer)
     graphdef, params, specs, warmed = setup.initial_params(cfg, mcfg, mesh, workdir)
@@ -130,49 +151,43 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> int:
     log.info("model: %.2fM params (%s compute, %s params)", setup.param_count(params) / 1e6, mcfg.dtype,
              mcfg.param_dtype)
     # 7. Optimizer + state.
-    total_steps = cfg.train.total_steps or max(
-        1, math.ceil(cfg.train.num_epochs * stream.num_samples / int(cfg.train.prompts_per_step)))
-    trainable = trainer.trainable_mask(params, setup.freeze_pattern(cfg))
-    opt_cfg = {k: v for k, v in cfg.optimizer.to_dict().items() if k != "freeze"}
-    tx, schedule = trainer.make_optimizer(opt_cfg, total_steps * gcfg.num_iterations, trainable)
+    total_steps = preflight.total_steps(cfg, stream.num_samples)
+    opt = setup.optimization(cfg, params, specs, mesh, total_steps * gcfg.num_iterations)
     rng0 = jax.random.PRNGKey(cfg.seed)
-    ref_beta = 0.0 if mcfg.lora.rank else gcfg.beta  # LoRA's reference is the base itself: no copy kept
-    shape = jax.eval_shape(lambda p, r: trainer.init_state(p, tx, r, beta=ref_beta), params, rng0)
-    state_sh = trainer.state_shardings(mesh, shape, specs, tx)
+    keep_ref = opt.state_shape.ref_params is not None  # LoRA's reference is the base itself: no copy
     # 8. Restore the latest checkpoint of the workdir, if any.
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), every=cfg.checkpoint.every,
                                    keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save,
                                    save_ref_params=cfg.checkpoint.save_ref_params)
     sizer = policy.stream_sizer(mcfg, stream, cfg.model.vision_multiples)
-    restored = ckpt.restore(trainer.abstract_state(shape, state_sh), ref_params=params if ref_beta > 0 else None)
+    restored = ckpt.restore(trainer.abstract_state(opt.state_shape, opt.state_sharding),
+                            ref_params=params if keep_ref else None)
     if restored is not None:
         state, position = restored
         stream.restore(position["stream"])
         sizer.restore(position.get("vision_sizes", []))
         log.info("resumed from step %d (data position %s)", int(jax.device_get(state.step)),
                  position["stream"]["position"])
+        preflight.check_resumed_step(cfg, saved, int(jax.device_get(state.step)), total_steps, stream.num_samples,
+                                     workdir)
     else:
-        state, _ = trainer.create_state(params, tx, rng0, beta=ref_beta, mesh=mesh, param_specs=specs)
+        state, _ = trainer.create_state(params, opt.tx, rng0, beta=gcfg.beta if keep_ref else 0.0, mesh=mesh,
+                                        param_specs=specs)
+    preflight.save_run_config(cfg, workdir)  # (after the resume checks: a refused config is never saved)
     del params
     # 9. The loop.
     G = gcfg.num_generations
     setup.prime_rewards(stream.samples, stream.config.batch_size * G, setup.reward_kwargs(cfg))
-    policy_fn = policy.make_policy_fn(graphdef, temperature=cfg.rollout.temperature,
-                                      chunk_size=cfg.model.logprob_chunk)
-    batch_sh = sharding.batch_sharding(mesh)
     scfg = rollout.sampling_config(cfg.rollout, G, mcfg.eos_token_id, tokenizer)
+    assemble, train_step = setup.step_functions(cfg, graphdef, gcfg, mesh, opt, scfg.pad_id)
     run = Run(
         cfg=cfg, workdir=workdir, mesh=mesh, gcfg=gcfg, tokenizer=tokenizer, stream=stream, sizer=sizer,
         sampler=rollout.Sampler(graphdef, mcfg, mesh, scfg),
-        assemble=jax.jit(lambda p, r, rew, m: policy.assemble(p, r, rew, m, pad_id=scfg.pad_id,
-                                                              with_old_logp=gcfg.num_iterations > 1),
-                         out_shardings=batch_sh),
-        train_step=trainer.make_train_step(policy_fn, tx, gcfg, micro_batches=cfg.train.micro_batches,
-                                           trainable=trainable, schedule=schedule, state_sharding=state_sh,
-                                           batch_sharding=batch_sh,
-                                           reference=qlora.without_adapters if mcfg.lora.rank else None),
-        evaluator=evaluator.Evaluator(cfg, graphdef, mcfg, tokenizer, mesh) if cfg.eval.samples else None,
+        assemble=assemble, train_step=train_step,
+        evaluator=(evaluator.Evaluator(cfg, graphdef, mcfg, tokenizer, mesh)
+                   if cfg.eval.samples or cfg.eval.extra_samples else None),
         ckpt=ckpt, total_steps=total_steps, flops_per_token=2.0 * setup.param_count(state.params),
+        preempt=preempt, compiles=compiles,
     )  # fmt: skip
     return loop(run, state)
 
@@ -258,8 +273,8 @@ class Bookkeeping:
     start_step: int
     skips_in_a_row: int = 0
     pending_save: bool = False  # a periodic save that a skipped (non-finite) update pushed to the next step
-    compiles_before: int = 0  # compilations counted before the previous step's metrics
-    first_compiles: int = 0  # compilations up to the end of this invocation's first step
+    compiles_before: tuple = (0, 0, frozenset())  # CompileCounter.mark() before this step
+    first_step_mark: tuple = (0, 0, frozenset())  # CompileCounter.mark() after this invocation's first step
 
 
 def log_step(run: Run, step: int, out: StepResult, tb: Any, jsonl: Any, progress: Any) -> None:
@@ -305,23 +320,26 @@ def loop(run: Run, state: trainer.TrainState) -> int:
     def evaluate_at(step: int, params: Any) -> None:
         evaluator.log_eval(run.evaluator.run(params, evaluator.eval_dir(workdir, step)), step, tb, jsonl)
 
-    status, compiles = 0, train_log.CompileCounter()
-    with jax.set_mesh(run.mesh), checkpoint.PreemptionWatcher() as preempt, compiles:
+    status, compiles, preempt = 0, run.compiles, run.preempt
+    book.compiles_before = book.first_step_mark = compiles.mark()
+    with jax.set_mesh(run.mesh):
         try:  # (also compiles the check every checkpoint save runs)
             run.ckpt.check_state(state)
         except FloatingPointError as e:
             raise ValueError(f"the initial or restored state is not finite: {e}") from None
         if run.evaluator is not None and cfg.eval.every > 0 and cfg.eval.at_start and book.step == 0:
             evaluate_at(0, state.params)
+        preempt.arm()  # from here on a signal checkpoints and stops after the step
         while book.step < stop_at:
             t0 = time.perf_counter()
             batch = next(run.stream)
             state, out = step_once(run, state, batch, time.perf_counter() - t0)
             book.step += 1
-            out.metrics["compiles"] = float(compiles.count - book.compiles_before)
-            book.compiles_before = compiles.count
+            out.metrics["compiles"] = float(compiles.count - book.compiles_before[0])
+            out.metrics["recompiles"] = float(compiles.recompiles - book.compiles_before[1])
+            book.compiles_before = compiles.mark()
             if book.step == book.start_step + 1:
-                book.first_compiles = compiles.count
+                book.first_step_mark = compiles.mark()
             skipped = out.metrics["skipped"] > 0
             book.skips_in_a_row = book.skips_in_a_row + 1 if skipped else 0
             log_step(run, book.step, out, tb, jsonl, progress)
@@ -332,6 +350,7 @@ def loop(run: Run, state: trainer.TrainState) -> int:
             save_if_due(run, state, book, skipped=skipped, stop=stop, last=book.step == stop_at)
             if stop:
                 log.warning("preemption requested: checkpoint of step %d written, stopping", book.step)
+                status = 130 if preempt.signum == signal.SIGINT else 0
                 break
             if book.skips_in_a_row >= cfg.train.max_consecutive_skips:
                 log.error("%d updates in a row had a non-finite loss or gradient: stopping (the last checkpoint "
@@ -342,9 +361,9 @@ def loop(run: Run, state: trainer.TrainState) -> int:
     run.stream.close()
     if tb is not None:
         tb.close()
-    log.info("%s at step %d/%d (%d skipped updates, %d compilations after the first step)",
+    log.info("%s at step %d/%d (%d skipped updates, %s after the first step)",
              "done" if book.step == run.total_steps else "stopped", book.step, run.total_steps,
-             int(jax.device_get(state.skipped)), compiles.count - book.first_compiles)
+             int(jax.device_get(state.skipped)), compiles.since(book.first_step_mark))
     return status
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from data_pipeline.schema import TASKS
+from tempr1_jax import devices
 from tempr1_jax.rewards import REWARD_KEYS as REWARD_COMPONENTS
 
 REWARD_KEYS = ("total", *REWARD_COMPONENTS)  # the keys of tempr1_jax.rewards.compute_rewards
@@ -32,23 +33,38 @@ log = logging.getLogger(__name__)
 _BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
-def setup_logging(workdir: str | None) -> None:
-    """INFO logs of this package to stderr and ``<workdir>/train.log``; TensorFlow's start-up chatter kept out."""
+LOGGERS = ("tempr1_jax", "data_pipeline")  # the packages whose logs go to the console and the log file
+
+
+def log_file_name(process_index: int) -> str:
+    """``train.log`` for process 0, ``train.process<i>.log`` for the others (one writer per file)."""
+    return "train.log" if process_index == 0 else f"train.process{process_index}.log"
+
+
+def setup_logging(workdir: str | None, *, process_index: int = 0) -> str | None:
+    """INFO logs of this package and of the data pipeline to stderr and, with a workdir, to its log file
+    (``log_file_name``); TensorFlow's start-up chatter kept out. Returns the log file's path (or None).
+    Raises OSError when the workdir or the file cannot be created."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    path = None
     if workdir is not None:
         os.makedirs(workdir, exist_ok=True)
-        handlers.append(logging.FileHandler(os.path.join(workdir, "train.log")))
+        path = os.path.join(workdir, log_file_name(process_index))
+        handlers.append(logging.FileHandler(path))
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    pkg = logging.getLogger("tempr1_jax")
-    pkg.setLevel(logging.INFO)
-    pkg.propagate = False
-    for h in list(pkg.handlers):
-        pkg.removeHandler(h)
-        h.close()
-    for h in handlers:
-        h.setFormatter(fmt)
-        pkg.addHandler(h)
+    for name in LOGGERS:
+        pkg = logging.getLogger(name)
+        pkg.setLevel(logging.INFO)
+        pkg.propagate = False
+        for h in list(pkg.handlers):
+            pkg.removeHandler(h)
+            if name == LOGGERS[0]:
+                h.close()
+        for h in handlers:
+            h.setFormatter(fmt)
+            pkg.addHandler(h)
+    return path
 
 
 class MetricsFile:
@@ -64,18 +80,45 @@ class MetricsFile:
 
 
 class CompileCounter:
-    """Counts XLA compilations (all jitted functions) while active: ``with CompileCounter() as c: ...``.
+    """Counts XLA compilations while active, per program: ``with CompileCounter() as c: ...``.
 
-    ``c.count`` is the number so far. Use it to check that a loop compiles once and then never again.
+    ``c.count`` is the number so far, ``c.programs`` the count per program (``jit(<function name>)``) and
+    ``c.recompiles`` the compilations of a program already compiled while counting (the same function with
+    new shapes). A program's first compilation in this process, e.g. an evaluation sampler first used after
+    a resume, is not a recompilation. Use it to check that a loop compiles once and then never again.
     """
 
     def __init__(self) -> None:
         self.count = 0
+        self.recompiles = 0
+        self.programs: dict[str, int] = {}
+        self.recompiled: list[str] = []  # the program of each recompilation, in order
         self._active = False
 
     def _listener(self, event: str, duration: float, **kwargs: Any) -> None:
         if self._active and event == _BACKEND_COMPILE_EVENT:
+            name = str(kwargs.get("fun_name", "?"))
             self.count += 1
+            if name in self.programs:
+                self.recompiles += 1
+                self.recompiled.append(name)
+            self.programs[name] = self.programs.get(name, 0) + 1
+
+    def mark(self) -> tuple[int, int, frozenset[str]]:
+        """(count, recompiles, programs seen) now: ``since(mark)`` describes what compiled after it."""
+        return self.count, self.recompiles, frozenset(self.programs)
+
+    def since(self, mark: tuple[int, int, frozenset[str]]) -> str:
+        """``"0 compilations"`` or ``"N compilations (R recompilations of a program; F programs compiled for
+        the first time in this process: jit(a), ...)"`` after ``mark``."""
+        count, recompiles, seen = mark
+        n, r = self.count - count, self.recompiles - recompiles
+        if n == 0:
+            return "0 compilations"
+        new = sorted(set(self.programs) - seen)
+        again = sorted(set(self.recompiled[len(self.recompiled) - r:])) if r else []
+        return (f"{n} compilations ({r} recompilations of a program compiled before{_names(again)}; {len(new)} "
+                f"programs compiled for the first time in this process{_names(new)})")
 
     def __enter__(self) -> CompileCounter:
         self._active = True
@@ -85,6 +128,13 @@ class CompileCounter:
     def __exit__(self, *exc: Any) -> None:
         self._active = False
         jax.monitoring.unregister_event_duration_listener(self._listener)
+
+
+def _names(names: Sequence[str], limit: int = 4) -> str:
+    """``": jit(a), jit(b) and 3 more"`` (empty for no names)."""
+    if not names:
+        return ""
+    return ": " + ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def format_duration(seconds: float) -> str:
@@ -103,7 +153,7 @@ class Progress:
     """One console line per ``every`` steps: step/total, percent, seconds per step, ETA, chosen metrics.
 
     The speed is measured from the first ``update`` on, so the first step's compilation does not skew the
-    ETA. Prints from process 0 only.
+    ETA. Process 0 only: printed to ``stream`` when given, else logged (console and train.log).
     """
 
     def __init__(
@@ -121,7 +171,7 @@ class Progress:
         self.total = int(total_steps)
         self.every = max(int(every), 1)
         self.keys = tuple(keys)
-        self.stream = sys.stderr if stream is None else stream
+        self.stream = stream
         self.clock = clock
         self._t0: float | None = None
         self._s0 = int(start_step)
@@ -155,7 +205,10 @@ class Progress:
             text += f" | SKIPPED {skipped:g} non-finite update(s) ({total:g} so far)"
             log.warning("step %d: skipped %g update(s) with a non-finite loss or gradient", step, skipped)
         if (step % self.every == 0 or step >= self.total or skipped > 0) and jax.process_index() == 0:
-            print(text, file=self.stream, flush=True)
+            if self.stream is None:
+                log.info("%s", text)
+            else:
+                print(text, file=self.stream, flush=True)
             return text
         return None
 
@@ -397,26 +450,10 @@ def samples_markdown(
     return "\n".join(rows)
 
 
-# Dense bf16 peak FLOP/s per device (vendor figures: Cloud TPU system architecture pages; NVIDIA A100/H100
-# datasheets, SXM, without sparsity). Matched as substrings of jax.Device.device_kind, most specific first.
-PEAK_BF16_FLOPS = (
-    ("TPU v6 lite", 918e12),
-    ("TPU v5 lite", 197e12),
-    ("TPU v5p", 459e12),
-    ("TPU v5", 459e12),
-    ("TPU v4", 275e12),
-    ("H200", 989e12),
-    ("H100", 989e12),
-    ("A100", 312e12),
-)
-
-
 def peak_flops(device_kind: str) -> float | None:
-    """Peak dense bf16 FLOP/s of one device of this kind, or None when unknown (then MFU is not logged)."""
-    for name, flops in PEAK_BF16_FLOPS:
-        if name in device_kind:
-            return flops
-    return None
+    """Peak dense bf16 FLOP/s of one device of this kind (``tempr1_jax.devices``' table), or None when unknown
+    (then MFU is not logged)."""
+    return devices.peak_bf16_flops(device_kind)
 
 
 def throughput(

@@ -1,8 +1,11 @@
 """The optional supervised warm-up before GRPO (``config.warmup``; the demo uses it, TempR1 has none).
 
 ``warmup.steps`` AdamW steps of next-token cross-entropy on target completions written in each task's answer
-format, on the training stream (another seed): the ground truth (``warmup.targets="truth"``) or random
-intervals in the same format (``"random"``: the format only, so that any localization skill comes from GRPO).
+format, on the training stream (another seed): the ground truth (``warmup.targets="truth"``); loose ground
+truth (``"loose"``: as imperfect annotations are, each boundary 1 s too wide with probability
+``warmup.widen_prob`` and each instance of a tal / vhd answer missing with probability ``warmup.drop_prob``,
+so that GRPO's exact rewards have boundaries and counts to fix); or random intervals in the same format
+(``"random"``: the format only, so that any localization skill comes from GRPO).
 """
 
 from __future__ import annotations
@@ -27,19 +30,40 @@ from tempr1_jax.models.qwen25vl import config as qconfig
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("truth", "random")  # config.warmup.targets
+TARGETS = ("truth", "loose", "random")  # config.warmup.targets
 
 
-def warmup_target(sample: Mapping[str, Any], mode: str, rng: np.random.Generator) -> str:
+def loose_segments(sample: Mapping[str, Any], rng: np.random.Generator, widen: float, drop: float) -> list:
+    """The sample's segments as a loose annotator marks them: each start 1 s early and each end 1 s late with
+    probability ``widen`` (within [0, duration]); for tal and vhd each instance missing with probability
+    ``drop`` (vhd keeps at least one)."""
+    d = float(sample["duration"])
+    segments = []
+    for a, b in sample["segments"]:
+        a = max(0.0, a - 1.0) if rng.random() < widen else float(a)
+        b = min(d, b + 1.0) if rng.random() < widen else float(b)
+        segments.append([a, b])
+    if sample["task"] in ("tal", "vhd") and drop > 0:
+        kept = [s for s in segments if rng.random() >= drop]
+        segments = kept if kept or sample["task"] == "tal" else segments[:1]
+    return segments
+
+
+def warmup_target(sample: Mapping[str, Any], mode: str, rng: np.random.Generator, *, widen: float = 0.6,
+                  drop: float = 0.3) -> str:
     """The warm-up's target completion of ``sample`` (``warmup.targets``).
 
-    "truth": the ground truth (``data_pipeline.prompts.target_completion``). "random": the same format with
-    each segment replaced by a random interval [a, b], a < b, drawn uniformly from the pairs of whole seconds in
-    [0, duration] (tenths of the duration for videos shorter than 1 s), and a random gvqa option letter: the
-    warm-up then teaches the answer format only, and any localization above chance must come from GRPO.
+    "truth": the ground truth (``data_pipeline.prompts.target_completion``). "loose": the ground truth with the
+    boundaries and counts of ``loose_segments`` (widen, drop: ``warmup.widen_prob``, ``warmup.drop_prob``).
+    "random": the same format with each segment replaced by a random interval [a, b], a < b, drawn uniformly
+    from the pairs of whole seconds in [0, duration] (tenths of the duration for videos shorter than 1 s), and
+    a random gvqa option letter: the warm-up then teaches the answer format only, and any localization above
+    chance must come from GRPO.
     """
     if mode == "truth":
         return data_prompts.target_completion(sample)
+    if mode == "loose":
+        return data_prompts.target_completion(dict(sample, segments=loose_segments(sample, rng, widen, drop)))
     if mode != "random":
         raise ValueError(f"config.warmup.targets={mode!r}: must be one of {TARGETS}")
     d = float(sample["duration"])
@@ -60,14 +84,14 @@ def warmup_target(sample: Mapping[str, Any], mode: str, rng: np.random.Generator
 
 
 def target_rows(batch: data_stream.Batch, tokenizer: Any, mode: str, rng: np.random.Generator,
-                width: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """The batch's target completions as token rows: (ids int32 [B, width] padded with ``pad``, mask bool
-    [B, width]: the target tokens and EOS of the real rows)."""
+                width: int, pad: int, **noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """The batch's target completions (``warmup_target``; noise: its widen / drop) as token rows: (ids int32
+    [B, width] padded with ``pad``, mask bool [B, width]: the target tokens and EOS of the real rows)."""
     eos = int(tokenizer.eos_token_id)
     targets = np.full((len(batch.sample_json), width), pad, np.int32)
     mask = np.zeros_like(targets, bool)
     for b, sample in enumerate(data_stream.batch_samples(batch, valid_only=False)):
-        ids = [*tokenizer(warmup_target(sample, mode, rng), add_special_tokens=False)["input_ids"], eos]
+        ids = [*tokenizer(warmup_target(sample, mode, rng, **noise), add_special_tokens=False)["input_ids"], eos]
         if len(ids) > width:
             raise ValueError(f"warm-up target of sample {sample['id']!r} has {len(ids)} tokens > "
                              f"rollout.max_new_tokens={width}")
@@ -100,9 +124,11 @@ def supervised_warmup(cfg: ml_collections.ConfigDict, graphdef: Any, params: Any
     """``warmup.steps`` steps on the training stream (seed ``data.seed + 1``); returns the params."""
     w = cfg.warmup
     rng = np.random.default_rng(int(cfg.seed) + 3)
+    noise = {"widen": float(w.get("widen_prob", 0.0)), "drop": float(w.get("drop_prob", 0.0))}
     batch_sh = sharding.batch_sharding(mesh)
     scfg = ml_collections.ConfigDict(cfg.data.to_dict())
     scfg.seed = int(cfg.data.seed) + 1
+    scfg.task_weights = ml_collections.ConfigDict(w.task_weights.to_dict() if "task_weights" in w else {})
     stream = data_stream.make_stream(setup.host_stream_config(scfg, int(w.batch_size)),
                                      process_index=jax.process_index(), process_count=jax.process_count(),
                                      tokenizer=tokenizer)
@@ -121,7 +147,7 @@ def supervised_warmup(cfg: ml_collections.ConfigDict, graphdef: Any, params: Any
     with jax.set_mesh(mesh):
         for i in range(int(w.steps)):
             batch = rollout.agree_across_hosts(next(stream), sizer, pad)
-            targets, tmask = target_rows(batch, tokenizer, w.targets, rng, T, pad)
+            targets, tmask = target_rows(batch, tokenizer, w.targets, rng, T, pad, **noise)
             prompts = sharding.shard_batch(policy.prompt_inputs(mcfg, batch, sizer), batch_sh)
             fake = sharding.shard_batch({"tokens": targets, "completion_mask": tmask,
                                          "logp": np.zeros(targets.shape, np.float32)}, batch_sh)

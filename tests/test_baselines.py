@@ -138,7 +138,9 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="think must be one of"):
         baselines.pixel_blind_completions([tg(5.0, 0, 1)], think="sometimes")
     with pytest.raises(ValueError, match="field 'task'"):
-        baselines.pixel_blind_bars([{"task": "mcq", "duration": 5.0, "segments": []}])
+        baselines.pixel_blind_bars([{"task": "qa", "duration": 5.0, "segments": []}])
+    with pytest.raises(ValueError, match="task mcq .* no pixel-blind bar"):
+        baselines.pixel_blind_bars([{"task": "mcq", "segments": [], "options": ["a", "b"], "answer": "A"}])
     with pytest.raises(ValueError, match="'options'"):
         baselines.pixel_blind_bars([{"task": "gvqa", "duration": 5.0, "segments": [[0, 1]], "answer": "A"}])
 

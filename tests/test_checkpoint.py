@@ -214,13 +214,14 @@ ck.close()
 """
 
 
-def test_sigterm_checkpoints_and_stops(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_checkpoint_and_stop(tmp_path, signum):
     p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(PREEMPTED), str(tmp_path)], env=ENV,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)  # fmt: skip
     try:
         for line in p.stdout:
             if line.startswith("STEP 2"):
-                p.send_signal(signal.SIGTERM)
+                p.send_signal(signum)
                 break
         out, err = p.communicate(timeout=120)
     finally:
@@ -235,6 +236,54 @@ def test_sigterm_checkpoints_and_stops(tmp_path):
     restored, pos = ck.restore(trainer.abstract_state(state), ref_params=state.ref_params)
     assert int(restored.step) == last and pos == {"next_batch": last + 1}
     ck.close()
+
+
+WATCHED = """
+import sys, time
+from tempr1_jax import checkpoint
+
+with checkpoint.PreemptionWatcher(armed=sys.argv[1] == "armed") as w:
+    try:
+        print("READY", flush=True)
+        while not w.requested():
+            time.sleep(0.01)
+        print("FLAG", w.signum, flush=True)
+        time.sleep(60)
+        print("NOT STOPPED", flush=True)
+    except checkpoint.Interrupted as e:
+        print("INTERRUPTED", e.signum, e, flush=True)
+"""
+
+
+def _watched(mode: str, signals: list[int]) -> tuple[int, str, float]:
+    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(WATCHED), mode], env=ENV, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=REPO)
+    out, t0 = [], time.monotonic()
+    try:
+        for line in p.stdout:
+            out.append(line)
+            if line.startswith(("READY", "FLAG")) and signals:
+                t0 = time.monotonic()
+                p.send_signal(signals.pop(0))
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return p.returncode, "".join(out), time.monotonic() - t0
+
+
+def test_a_second_ctrl_c_stops_at_once():
+    """The first SIGINT sets the flag (the loop would save); the second ends the process (unsaved) at once."""
+    rc, out, seconds = _watched("armed", [signal.SIGINT, signal.SIGINT])
+    assert f"FLAG {int(signal.SIGINT)}" in out and "NOT STOPPED" not in out
+    assert rc == -signal.SIGINT and seconds < 10
+
+
+def test_a_signal_before_the_watcher_is_armed_raises_interrupted():
+    """Start-up (nothing to save yet): the signal raises Interrupted, a BaseException, at once."""
+    rc, out, _ = _watched("startup", [signal.SIGTERM])
+    assert rc == 0 and f"INTERRUPTED {int(signal.SIGTERM)} interrupted by SIGTERM" in out
+    assert not issubclass(checkpoint.Interrupted, Exception)
 
 
 def test_data_positions_round_trip_numpy_arrays(tmp_path):

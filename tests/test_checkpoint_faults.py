@@ -26,7 +26,7 @@ import toy_policy as tp
 from tempr1_jax import checkpoint, trainer
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent / "_support"  # toy_policy
 ENV = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{TESTS}"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -140,3 +141,49 @@ def test_help_prints_the_usage_and_exits_0(capsys):
     out = capsys.readouterr().out
     assert e.value.code == 0 and out.startswith("usage: python -m tempr1_jax.train --config configs/NAME.py")
     assert "--config.KEY=VALUE" in out and "--workdir DIR" in out
+
+
+def test_a_repeated_override_replaces_instead_of_concatenating(capsys):
+    """ml_collections concatenates repeated tuple overrides; the last value wins here, as for scalars."""
+    cfg = parse("--config.data.prompt_buckets=(512,)", "--config.data.prompt_buckets=(256,)",
+                "--config.eval.samples=('/a.jsonl',)", "--config.eval.samples=('/b.jsonl', '/c.jsonl')",
+                "--config.seed=3", "--config.seed=4").config
+    assert cfg.data.prompt_buckets == (256,) and cfg.eval.samples == ("/b.jsonl", "/c.jsonl") and cfg.seed == 4
+    err = capsys.readouterr().err
+    assert "note: --config.data.prompt_buckets given 2 times: the last one wins (--config.data.prompt_buckets=(256,))" \
+        in err
+    assert parse("--config.data.prompt_buckets=(512, 1024)").config.data.prompt_buckets == (512, 1024)
+
+
+def test_a_config_file_that_fails_to_load_names_the_cause():
+    demo = str(REPO / "configs" / "demo.py")
+    for extra in ((), ("--config.seed=1",)):  # (overrides take another loading path)
+        with pytest.raises(configlib.ConfigError) as e:
+            configlib.parse_flags(["train", "--config", f"{demo}:badarg", *extra])
+        assert str(e.value) == (
+            f"--config {demo}:badarg: cannot load: TypeError: get_config() takes 0 positional arguments but 1 was "
+            "given (the text after ':' is passed to get_config(); this config takes no ':ARG')")
+
+
+
+def test_an_error_inside_get_config_is_shown(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def get_config(arg=None):\n    raise ValueError(f'size {arg!r} is not 3b or 7b')\n")
+    with pytest.raises(configlib.ConfigError) as e:
+        configlib.parse_flags(["train", "--config", f"{bad}:9b"])
+    assert str(e.value) == f"--config {bad}:9b: cannot load: ValueError: size '9b' is not 3b or 7b"
+
+
+@pytest.mark.parametrize("name", ["demo.py", "tempr1_7b.py:/data/t"])
+def test_the_saved_run_config_loads_back_as_a_config_file(tmp_path, name):
+    """<workdir>/config.py gives the same values, and overrides keep their types (placeholders included)."""
+    cfg = configlib.parse_flags(["train", "--config", str(REPO / "configs" / name),
+                                 "--config.data.max_pixels=12544"]).config
+    path = configlib.write_run_config(cfg, str(tmp_path))
+    assert configlib.read_run_config(str(tmp_path)) == json.loads(cfg.to_json())
+    again = configlib.parse_flags(["evaluate", "--config", path, "--config.train.total_steps=7",
+                                   "--config.model.path=/m", "--config.data.prompt_buckets=(64,)"]).config
+    want = cfg.to_dict()
+    want["train"]["total_steps"], want["model"]["path"], want["data"]["prompt_buckets"] = 7, "/m", (64,)
+    assert again.to_dict() == want
+    assert isinstance(again.data.samples, tuple) and again.data.max_pixels == 12544

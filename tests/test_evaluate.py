@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tempr1_jax import evaluate, metrics
+from tempr1_jax import evaluate, evaluator, metrics
 from tempr1_jax.evaluate import EvalInputError, evaluate_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +207,54 @@ def test_generation_mode_bad_inputs_are_one_line_errors(capsys, tmp_path):
     assert rc == 2 and "neither a Hugging Face model directory" in err and err.count("\n") == 1
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--config", "configs/demo.py", "--config.eval.batch_size=4"])
-    assert e.value.code == 2 and "generation mode needs both --config" in capsys.readouterr().err
+    assert e.value.code == 2 and "generation mode needs --checkpoint DIR" in capsys.readouterr().err
+
+
+def test_generation_mode_config_and_output_rules(capsys, tmp_path):
+    """Without --config a train checkpoint needs its run's saved config; a Hugging Face directory needs --config
+    and --output; an output directory holding an evaluation is only replaced with --overwrite."""
+    run = tmp_path / "run"
+    (run / "checkpoints" / "4" / "state").mkdir(parents=True)
+    rc, _, err = run_main(["--checkpoint", str(run)], capsys)
+    assert rc == 2 and err.count("\n") == 1 and f"its run saved no config ({run / 'config.py'}" in err
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    (hf / "model.safetensors").write_bytes(b"")
+    rc, _, err = run_main(["--checkpoint", str(hf)], capsys)
+    assert rc == 2 and "is a Hugging Face directory: give --config" in err
+    rc, _, err = run_main(["--config", "configs/demo.py", "--checkpoint", str(hf)], capsys)
+    assert rc == 2 and "is a Hugging Face directory: give --output DIR" in err
+    assert evaluator.output_dir("train", str(run / "checkpoints"), 4, None, overwrite=False) == str(
+        run / "evaluate" / "step_4")
+    (run / "eval" / "step_4").mkdir(parents=True)
+    (run / "eval" / "step_4" / "metrics.json").write_text("{}")
+    with pytest.raises(ValueError, match="step_4 already holds an evaluation \\(metrics.json\\): give another"):
+        evaluator.output_dir("train", str(run / "checkpoints"), 4, str(run / "eval" / "step_4"), overwrite=False)
+    assert evaluator.output_dir("train", "x", 4, str(run / "eval" / "step_4"), overwrite=True).endswith("step_4")
+
+
+def test_generation_mode_scores_highlights_from_the_predicted_windows(monkeypatch):
+    """Completions carry no saliency scores: generation mode scores QVHighlights' HL-mAP / HIT@1 from the
+    predicted windows (--hl-saliency from_segments) unless --hl-saliency is given."""
+    seen = {}
+    monkeypatch.setattr(evaluate, "run_generation", lambda *a, **k: seen.update(k) or 0)
+    assert evaluate.main(["--checkpoint", "x"]) == 0 and seen["rules"].hl_saliency == "from_segments"
+    assert evaluate.main(["--checkpoint", "x", "--hl-saliency", "given"]) == 0 and seen["rules"].hl_saliency == "given"
+    record = {"id": "7", "completion": "<answer>2 to 6</answer>"}
+    got = evaluate_predictions([record], [SAMPLES[3]], hl_saliency="from_segments")["vhd"]
+    assert {"HL-mAP-Fair", "HL-HIT@1-VeryGood"} <= set(got)
+    assert "HL-mAP-Fair" not in evaluate_predictions([record], [SAMPLES[3]])["vhd"]
+
+
+def test_empty_prediction_or_annotation_files_are_refused(tmp_path, capsys):
+    ann, pred = write(tmp_path / "s.jsonl", SAMPLES), write(tmp_path / "p.jsonl", PREDS)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    rc, out, err = run_main(["--predictions", str(empty), "--annotations", ann], capsys)
+    assert rc == 2 and out == "" and err == f"error: {empty}: no prediction in the file (empty): nothing to score\n"
+    rc, out, err = run_main(["--predictions", pred, "--annotations", str(empty)], capsys)
+    assert rc == 2 and err == f"error: {empty}: no sample in the file (empty): nothing to score\n"
 
 
 def test_help_lists_every_rule(capsys):

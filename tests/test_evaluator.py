@@ -50,16 +50,21 @@ def test_generate_predictions_parses_each_valid_row_and_drops_padding():
                                        WordTokenizer())
 
 
-def test_log_eval_writes_the_per_task_metrics_and_mean_rewards(tmp_path, capsys):
+def test_log_eval_writes_the_per_task_metrics_and_mean_rewards(tmp_path, caplog):
     jsonl = train_log.MetricsFile(str(tmp_path / "metrics.jsonl"))
-    result = {"predictions": [{"id": "c#0"}], "seconds": 1.5,
+    result = {"predictions": [{"id": "c#0"}], "samples": [SAMPLES[0]], "seconds": 1.5,
               "metrics": {"tg": {"mIoU": 50.0}, "counts": {"tg": {"total": 1, "missing": 0}}},
-              "rewards": {"total": 1.5, "format": 1.0, "localization": 0.5, "answer": 0.0}}
-    evaluator.log_eval(result, 7, None, jsonl)
+              "rewards": {"total": 1.5, "format": 1.0, "localization": 0.5, "answer": 0.0},
+              "task_rewards": {"tg": {"total": 1.5, "format": 1.0, "localization": 0.5, "answer": 0.0}}}
+    with caplog.at_level("INFO", logger="tempr1_jax"):
+        evaluator.log_eval(result, 7, None, jsonl)
     row = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert row["step"] == 7 and row["eval/tg/mIoU"] == 50.0 and row["eval/tg/count/total"] == 1
     assert row["eval/reward/localization"] == 0.5 and row["eval/seconds"] == 1.5
-    assert "tg: 1 samples" in capsys.readouterr().err
+    assert row["eval/tg/reward/localization"] == 0.5 and row["eval/tg/reward/total"] == 1.5
+    # One log record (console and train.log): the per-task counts and the table.
+    (text,) = [r.getMessage() for r in caplog.records if "eval at step 7" in r.getMessage()]
+    assert "(1 samples: tg 1; 1.5 s)" in text and "\ntg: 1 samples, 0 missing" in text and "mIoU" in text
     evaluator.log_eval(dict(result, predictions=[]), 8, None, jsonl)  # nothing decoded: nothing logged
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
 

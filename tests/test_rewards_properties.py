@@ -48,7 +48,8 @@ def fmt_time(t: float) -> str:
 def sample_and_perfect_completion(draw):
     task = draw(st.sampled_from(sorted(R.TASKS)))
     duration = draw(st.integers(1, 3000).map(lambda k: k / 10))
-    n = {"tg": 1}.get(task) or draw(st.integers(0 if task == "tal" else 1, 12))
+    n = {"tg": 1, "mcq": 0}.get(task, None)
+    n = draw(st.integers(0 if task == "tal" else 1, 12)) if n is None else n
     segs = []
     for _ in range(n):  # segments of positive length, inside the video
         a = draw(st.integers(0, round(duration * 100) - 1))
@@ -63,6 +64,10 @@ def sample_and_perfect_completion(draw):
         sample["answer"] = draw(st.sampled_from(list("ABCDEFGH")))
         letter = draw(st.sampled_from(["{}", "({})", "{}."])).format(sample["answer"])
         text = f"{think}<answer>{letter}</answer> <evidence>{payload}</evidence>"
+    elif task == "mcq":
+        sample["answer"] = draw(st.sampled_from(list("ABCDEFGH")))
+        form = draw(st.sampled_from(["{}", "({})", "{}.", "{})", "{}. the option", "({}) the option", "{})x"]))
+        text = f"{think}<answer>{form.format(sample['answer'])}</answer>"
     else:
         text = f"{think}<answer>{payload}</answer>"
     return sample, text
@@ -82,10 +87,11 @@ def messy_completion(draw):
 @st.composite
 def messy_sample(draw):
     task = draw(st.sampled_from(sorted(R.TASKS)))
-    n = 1 if task == "tg" else draw(st.integers(0 if task == "tal" else 1, 4))
+    n = {"tg": 1, "mcq": 0}.get(task, None)
+    n = draw(st.integers(0 if task == "tal" else 1, 4)) if n is None else n
     segs = [list(draw(interval(duration=100.0))) for _ in range(n)]
     sample = {"task": task, "duration": 100.0, "segments": segs}
-    if task == "gvqa":
+    if task in ("gvqa", "mcq"):
         sample["answer"] = draw(st.sampled_from("ABC"))
     return sample
 
@@ -106,9 +112,9 @@ def near_valid_case(draw):
     items = [[min(a, b, key=float), w, max(a, b, key=float)] for (a, w), b in
              zip(items, [draw(st.sampled_from(times)) for _ in items], strict=True)]
     seps = [draw(st.sampled_from([", ", ";", ",", " ; ", "\n,"])) for _ in items]
-    letter = draw(st.sampled_from(["A", "B", "(C)", "B.", " A "]))
+    letter = draw(st.sampled_from(["A", "B", "(C)", "B.", " A ", "B)", "C. the third", "(A) first", "A dog"]))
     blocks = [["think", "reasoning"]] if draw(st.booleans()) else []
-    blocks.append(["answer", letter if task == "gvqa" else items])
+    blocks.append(["answer", letter if task in ("gvqa", "mcq") else items])
     if task == "gvqa":
         blocks.append(["evidence", items])
     glue = ["", " ", "\n", " \n "]
@@ -244,7 +250,7 @@ def test_jit_and_vmap_equal_eager(data):
 def test_perfect_prediction_scores_the_maximum(case):
     sample, text = case
     out = R.compute_rewards([text], [sample])
-    best = {"tg": 2.0, "dtg": 2.0, "vhd": 2.0, "gvqa": 3.0, "tal": 3.0}[sample["task"]]
+    best = {"tg": 2.0, "dtg": 2.0, "vhd": 2.0, "gvqa": 3.0, "tal": 3.0, "mcq": 2.0}[sample["task"]]
     assert out["format"][0] == 1.0
     assert out["total"][0] == pytest.approx(best, abs=1e-5)
 
@@ -268,6 +274,10 @@ def check_against_reference(text, sample, think):
     for key, value in want.items():
         assert got[key][0] == pytest.approx(value, abs=1e-5), (key, text)
     p = R.parse_completion(text, sample, think=think)
+    if sample["task"] == "mcq":  # no intervals; the letter of the last answer block by the mcq rule
+        block = ref.last_block(text, "answer")
+        assert p.intervals is None and p.letter == (None if block is None else ref.parse_option(block))
+        return
     block = ref.last_block(text, "evidence" if sample["task"] == "gvqa" else "answer")
     assert (p.intervals is None) == (block is None or ref.parse_intervals(block, 100.0) is None)
 
@@ -295,7 +305,8 @@ def test_string_api_never_raises_and_stays_in_range(text, sample, think):
     "",
 ])
 def test_adversarial_text_is_fast_and_safe(text):
-    samples = [{"task": t, "duration": 100.0, "segments": [[1, 2]], "answer": "A"} for t in R.TASKS]
+    samples = [{"task": t, "duration": 100.0, "segments": [] if t == "mcq" else [[1, 2]], "answer": "A"}
+               for t in R.TASKS]
     out = R.compute_rewards([text] * len(samples), samples)
     assert all(np.all(np.isfinite(v)) for v in out.values())
 

@@ -112,6 +112,34 @@ def test_distributed_auto_does_nothing_on_one_process(monkeypatch):
         sharding.maybe_initialize_distributed("maybe")
 
 
+def test_distributed_auto_starts_on_a_multi_worker_cloud_tpu_vm(monkeypatch):
+    """A Cloud TPU VM names its slice's workers only through the metadata server (no TPU_WORKER_HOSTNAMES):
+    "auto" asks JAX's own TPU cluster detection. Simulated here (no TPU VM to try it on): a detected 4-worker
+    slice initializes jax.distributed, a 1-worker one (v4-8) does not, and off a TPU VM nothing is queried."""
+    from jax._src import cloud_tpu_init
+    from jax._src.clusters import cloud_tpu_cluster
+
+    for k in ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(cloud_tpu_cluster.GceTpuCluster, "is_env_present", classmethod(lambda cls: True))
+    monkeypatch.setattr(cloud_tpu_cluster.GkeTpuCluster, "is_env_present", classmethod(lambda cls: False))
+    assert sharding.cloud_tpu_process_count() == 1  # not on a TPU VM: the cluster is not even asked
+    monkeypatch.setattr(cloud_tpu_init, "running_in_cloud_tpu_vm", True)
+    for workers, started in ((1, False), (4, True)):
+        monkeypatch.setattr(cloud_tpu_cluster.GceTpuCluster, "get_process_count", classmethod(lambda cls, n=workers: n))
+        assert sharding.cloud_tpu_process_count() == workers
+        assert sharding.maybe_initialize_distributed("auto") is started
+    assert calls == [{"coordinator_address": None, "num_processes": None, "process_id": None}]
+
+    def unreachable(cls):
+        raise ConnectionError("metadata.google.internal")
+
+    monkeypatch.setattr(cloud_tpu_cluster.GceTpuCluster, "is_env_present", classmethod(unreachable))
+    assert sharding.cloud_tpu_process_count() == 1
+
+
 # ----------------------------------------------------------------------------------------------------------
 # 8 fake devices
 # ----------------------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The trainer through its real entry point, ``python -m tempr1_jax.train --config configs/demo.py``, on the demo's
-synthetic task made small: runs, exact resume in a new process, flat compile count, a skipped NaN step,
-SIGTERM, config errors, and ``python -m tempr1_jax.evaluate --config ... --checkpoint ...`` on the results.
+synthetic task made small: runs, the saved config and the log file, exact resume in a new process and what a
+resume refuses, flat compile count, a skipped NaN step, SIGTERM / Ctrl-C in the loop and during start-up, config
+and input errors before the first step, ``python -m tempr1_jax.evaluate --checkpoint ...`` from the saved config
+and ``python -m tempr1_jax.export`` on the results.
 
 Every run is a subprocess sharing one persistent XLA compilation cache, so only the first run compiles.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -98,12 +101,17 @@ def flat(tree, prefix: str = "") -> dict[str, np.ndarray]:
     return out
 
 
+# A tuple override given twice: ml_collections would run with (176, 512); the last value wins.
+REPEATED = ["--config.data.prompt_buckets=(512,)", "--config.data.prompt_buckets=(176,)"]
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, env, data_dir) -> Path:
     """4 steps in one process (with the warm-up, evaluation at steps 0, 2 and 4, checkpoints at 2 and 4)."""
     wd = tmp_path_factory.mktemp("straight")
-    r = run(["--config", DEMO, "--workdir", str(wd), *small(data_dir)], env)
+    r = run(["--config", DEMO, "--workdir", str(wd), *small(data_dir), *REPEATED], env)
     assert r.returncode == 0, r.stderr[-6000:]
+    (wd / "stderr.txt").write_text(r.stderr)
     return wd
 
 
@@ -128,10 +136,35 @@ def test_demo_config_runs_through_the_entry_point(straight):
     assert "done at step 4/4" in (straight / "train.log").read_text()
 
 
+def test_the_run_saves_its_resolved_config_and_the_last_repeated_override_wins(straight):
+    saved = json.loads((straight / "config.json").read_text())
+    assert saved["data"]["prompt_buckets"] == [176]  # not [176, 512]
+    assert saved["data"]["samples"][0].endswith("/train.jsonl") and saved["train"]["total_steps"] == 4  # resolved
+    stderr = (straight / "stderr.txt").read_text()
+    assert "note: --config.data.prompt_buckets given 2 times: the last one wins" in stderr
+    code = (f"from tempr1_jax import configlib; print(configlib.parse_flags(['x', '--config', "
+            f"{str(straight / 'config.py')!r}]).config.data.prompt_buckets)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.stdout.strip() == "(176,)", r.stderr[-2000:]
+
+
+def test_train_log_holds_progress_eval_tables_mixture_and_warnings(straight):
+    log = (straight / "train.log").read_text()
+    assert "step 2/4  50.0%" in log and "step 4/4 100.0%" in log  # the per-step progress lines
+    assert "eval at step 2 (4 samples: tg 4;" in log and "\ntg: 4 samples, 0 missing" in log and "mIoU" in log
+    assert "training mixture (natural proportions; share of the 2 prompts of a step): 32 samples: tg 32" in log
+    assert "train.jsonl: 32 of 32 samples (tg), 100.0% of a step" in log
+    assert "evaluation set: 4 samples of config.eval.samples (tg 4)" in log
+    assert "INFO tempr1_jax.preflight: config: " in log
+    assert log.index("preflight: config: ") < log.index("step 1/4")  # saved before the first step
+
+
 def test_compile_count_is_flat_after_the_first_step(straight):
     """Steps 2.. compile nothing, evaluations and checkpoints between them included."""
     rows = train_rows(straight)
     assert [rows[s]["compiles"] for s in (2, 3, 4)] == [0, 0, 0]
+    assert [rows[s]["recompiles"] for s in (2, 3, 4)] == [0, 0, 0]
     assert "0 compilations after the first step" in (straight / "train.log").read_text()
 
 
@@ -145,6 +178,10 @@ def test_resume_in_a_new_process_is_exact(tmp_path, env, data_dir, straight):
     second = run(args, env)
     assert second.returncode == 0, second.stderr[-6000:]
     assert "resumed from step 2" in second.stderr and "done at step 4/4" in second.stderr
+    # The evaluation sampler first compiles in the new process after its first step: a first compilation of
+    # that program, not a recompilation.
+    assert "(0 recompilations of a program compiled before; " in second.stderr, second.stderr[-3000:]
+    assert "jit(eval_generate)" in second.stderr
     a, b = flat(read_state(straight, 4)), flat(read_state(wd, 4))
     assert sorted(a) == sorted(b) and any(k.startswith("opt_state") for k in a) and "rng" in a
     for k in a:
@@ -153,6 +190,16 @@ def test_resume_in_a_new_process_is_exact(tmp_path, env, data_dir, straight):
     for s in (3, 4):
         for k in ("loss", "reward/total", "kl", "grad_norm", "completion_length/mean"):
             assert ra[s][k] == rb[s][k], (s, k)
+    # What a resume refuses, in one line each: a config that changes the computation, a total below the step.
+    for extra, message in (("--config.grpo.beta=0.1", "changes what the run computes: config.grpo.beta: saved 0.04, "
+                                                      "now 0.1; resume with the saved values"),
+                           ("--config.train.total_steps=3", "config.train.total_steps=3, but the checkpoint restored "
+                                                            f"from {wd} is at step 4: nothing to train")):
+        r = run([*args, extra], env)
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
+        assert r.stderr.strip().splitlines()[-1].startswith("error: ")
+        saved = json.loads((wd / "config.json").read_text())  # a refused config is not saved over the run's
+        assert saved["grpo"]["beta"] == 0.04 and saved["train"]["total_steps"] == 4
 
 
 NAN_AT_SECOND_BATCH = """
@@ -194,10 +241,12 @@ def test_a_nan_in_a_batch_is_skipped_logged_and_never_checkpointed(tmp_path, env
         assert np.all(np.isfinite(v))
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, env, data_dir):
+@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_write_a_checkpoint_and_exit_cleanly(tmp_path, env, data_dir, signum, status):
     wd = tmp_path / "preempted"
     args = ["--config", DEMO, "--workdir", str(wd),
-            *small(data_dir, **{"train.total_steps": 1000, "eval.every": 0, "checkpoint.every": 500})]
+            *small(data_dir, **{"train.total_steps": 1000, "eval.every": 0, "checkpoint.every": 500,
+                                "warmup.steps": 2 if signum == signal.SIGTERM else 0})]
     p = subprocess.Popen([sys.executable, "-m", "tempr1_jax.train", *args], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
@@ -207,13 +256,13 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(tmp_path, env, data_dir):
                 break
             time.sleep(0.5)
         assert p.poll() is None, p.communicate()[1][-6000:]
-        p.send_signal(signal.SIGTERM)
+        p.send_signal(signum)
         _, stderr = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             p.kill()
-    assert p.returncode == 0, stderr[-6000:]
-    assert "preemption requested" in stderr
+    assert p.returncode == status, stderr[-6000:]
+    assert "preemption requested" in stderr and "Traceback" not in stderr
     last = max(train_rows(wd))
     assert 1 <= last < 1000
     assert sorted(int(q.name) for q in (wd / "checkpoints").iterdir() if q.name.isdigit()) == [last]
@@ -240,10 +289,11 @@ EVALUATE_BOTH = """
 import sys
 from tempr1_jax import evaluate
 demo, workdir, out, *overrides = sys.argv[1:]
-rc_train = evaluate.main(["--config", demo, "--checkpoint", workdir, *overrides])
+rc_train = evaluate.main(["--checkpoint", workdir])  # the run's saved config: no --config, no overrides
+rc_again = evaluate.main(["--checkpoint", workdir + "/checkpoints/4"])  # would overwrite: refused
 rc_hf = evaluate.main(["--config", demo, "--checkpoint", workdir + "/warmup_model", "--output", out, *overrides])
 rc_bad = evaluate.main(["--config", demo, "--checkpoint", out, *overrides])
-print("RC", rc_train, rc_hf, rc_bad)
+print("RC", rc_train, rc_again, rc_hf, rc_bad)
 """
 
 
@@ -254,10 +304,12 @@ def test_evaluate_generation_mode_from_a_train_checkpoint_and_an_hf_directory(tm
     during_training = (ckpt_dir / "predictions.jsonl").read_text()
     r = subprocess.run([sys.executable, "-c", textwrap.dedent(EVALUATE_BOTH), DEMO, str(straight), str(out),
                         *overrides], env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert "RC 0 0 2" in r.stdout, r.stdout[-3000:] + r.stderr[-6000:]
+    assert "RC 0 2 0 2" in r.stdout, r.stdout[-3000:] + r.stderr[-6000:]
     assert "neither a Hugging Face model directory" in r.stderr
-    # From the train.py checkpoint: the latest step (4), written next to the periodic evaluations.
-    for d in (ckpt_dir, out):
+    assert f"{straight / 'evaluate' / 'step_4'} already holds an evaluation" in r.stderr
+    # From the train.py checkpoint: the latest step (4), in a directory of its own (the run's eval/step_4 stays).
+    new_dir = straight / "evaluate" / "step_4"
+    for d in (new_dir, out):
         preds = [json.loads(line) for line in (d / "predictions.jsonl").read_text().splitlines()]
         assert len(preds) == 4
         for p in preds:
@@ -266,8 +318,45 @@ def test_evaluate_generation_mode_from_a_train_checkpoint_and_an_hf_directory(tm
         m = json.loads((d / "metrics.json").read_text())
         assert set(m["tg"]) >= {"R1@0.3", "R1@0.5", "R1@0.7", "mIoU"} and m["counts"]["tg"]["total"] == 4
     assert r.stdout.count("R1@0.3") == 2 and "mean reward" in r.stdout
-    # The same params and greedy decoding as the trainer's own evaluation at step 4: the same predictions.
+    # The saved config gives the same data, pixels and greedy decoding as the trainer's own evaluation at step 4:
+    # the same predictions; the run's own files are untouched.
+    assert (new_dir / "predictions.jsonl").read_text() == during_training
     assert (ckpt_dir / "predictions.jsonl").read_text() == during_training
+
+
+def test_export_writes_a_hugging_face_directory_that_both_loaders_read(tmp_path, env, straight):
+    """``python -m tempr1_jax.export``: step 4's params, bit for bit in float32, with the run's tokenizer; our
+    loader gets the same arrays back, transformers the same logits as our model."""
+    from flax import nnx
+
+    from tempr1_jax.models.qwen25vl import params, rope
+
+    out = tmp_path / "hf"
+    r = run(["--checkpoint", str(straight), "--output", str(out), "--dtype", "float32"], env,
+            module="tempr1_jax.export")
+    assert r.returncode == 0 and f"wrote {out}: the policy of step 4 of {straight} (float32)" in r.stdout, r.stderr
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= set(os.listdir(out))
+    model = params.load_hf_checkpoint(str(out), dtype="float32")
+    got = flat(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    want = {k.removesuffix("/value"): v for k, v in flat(read_state(straight, 4)["params"]).items()}
+    assert sorted(got) == sorted(want)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+    torch = pytest.importorskip("torch")
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    ids = np.array([AutoTokenizer.from_pretrained(str(out))("<answer>3 to 7</answer>")["input_ids"]])
+    mask = np.ones_like(ids)
+    pos, _ = rope.get_rope_index(model.cfg, ids, mask)
+    ours = np.asarray(nnx.jit(lambda m, i, p, k: m.logits(i, p, k, None))(model, ids, pos, mask))
+    hm = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(out), attn_implementation="eager",
+                                                            dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = hm(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                 position_ids=torch.tensor(pos).long()).logits.numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    r = run(["--checkpoint", str(straight), "--output", str(out)], env, module="tempr1_jax.export")
+    assert r.returncode == 2 and "not empty (give --overwrite to replace it)" in r.stderr
 
 
 TWO_PROCESSES = """
@@ -318,6 +407,11 @@ def test_two_processes_with_jax_distributed_train_like_one(tmp_path, env, data_d
     a, b = flat(read_state(tmp_path / "one", 2)["params"]), flat(read_state(wd, 2)["params"])
     for k in a:
         np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    # One log file per process (on a shared mount they would otherwise write into one file).
+    main, other = (wd / "train.log").read_text(), (wd / "train.process1.log").read_text()
+    assert "done at step 2/2" in main and "step 2/2 100.0%" in main  # process 0 logs the progress lines
+    assert "done at step 2/2" in other and "step 2/2 100.0%" not in other
+    assert "error" not in other.lower() and not (wd / "train.process0.log").exists()
 
 
 @pytest.mark.slow
@@ -342,6 +436,86 @@ def test_the_full_demo_learns(tmp_path, env):
     train = [x["reward/localization"] for x in rows if "reward/localization" in x]
     k = max(1, len(train) // 4)
     assert np.mean(train[-k:]) > np.mean(train[:k]) + 0.03, (np.mean(train[:k]), np.mean(train[-k:]))
+
+
+def test_missing_inputs_are_all_named_before_the_first_step(tmp_path, env):
+    """No eval.samples file, no samples, frames or tokenizer: one line naming all of them, before any step (the
+    code before this test found the eval file at the first evaluation, hours into a real run)."""
+    wd, nope = tmp_path / "run", tmp_path / "nope"
+    r = run(["--config", DEMO, "--workdir", str(wd), "--config.synthetic.enabled=False",
+             f"--config.data.samples=('{nope}/train.jsonl',)", f"--config.eval.samples=('{nope}/val.jsonl',)",
+             f"--config.data.frames={nope}/frames", f"--config.data.tokenizer={nope}/tok",
+             "--config.eval.at_start=False"],
+            env, timeout=120)
+    assert r.returncode == 2, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: 4 input(s) of the run are missing or wrong (checked before the first step): ")
+    for part in (f"config.data.samples[0] {nope}/train.jsonl: no such file",
+                 f"config.eval.samples[0] {nope}/val.jsonl: no such file", f"config.data.frames {nope}/frames",
+                 f"config.data.tokenizer {nope}/tok: no such directory"):
+        assert part in last, part
+    assert "Traceback" not in r.stderr and "training:" not in (wd / "train.log").read_text()
+
+
+WORKDIRS = """
+import sys
+from tempr1_jax import train
+for wd in sys.argv[2:]:
+    print("RC", wd, train.main(["train", "--config", sys.argv[1], "--workdir", wd]), flush=True)
+"""
+
+
+def test_an_unusable_workdir_is_a_one_line_error(tmp_path, env):
+    """A URL (os.path.abspath made ./gs:/bucket/run of it), a regular file, a path through one, a read-only
+    directory: exit 2 with one line, before anything is written."""
+    (tmp_path / "file").write_text("x")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    cases = ["gs://bucket/run", str(tmp_path / "file"), str(tmp_path / "file" / "run")]
+    prefix = []
+    if os.geteuid() == 0 and shutil.which("setpriv"):  # root ignores permission bits unless it drops the cap
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"]
+    if prefix or os.geteuid() != 0:
+        os.chmod(ro, 0o555)
+        cases.append(str(ro / "run"))
+    try:
+        r = subprocess.run([*prefix, sys.executable, "-c", textwrap.dedent(WORKDIRS), DEMO, *cases], env=env,
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    finally:
+        os.chmod(ro, 0o755)
+    assert [ln.rsplit(" ", 1)[1] for ln in r.stdout.splitlines()] == ["2"] * len(cases), r.stdout + r.stderr[-3000:]
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == len(cases) and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "--workdir gs://bucket/run: a workdir must be a local or mounted directory, not a URL" in errors[0]
+    assert errors[1].endswith("file: a file, not a directory")
+    assert "file/run: cannot create or write it (NotADirectoryError" in errors[2]
+    if len(cases) == 4:
+        assert "ro/run: cannot create or write it (PermissionError" in errors[3]
+    assert not (tmp_path / "gs:").exists() and os.listdir(ro) == []
+
+
+def test_a_signal_during_start_up_exits_cleanly(tmp_path, env, data_dir):
+    """SIGTERM before the loop (here while the model is built): nothing to save, status 128 + 15, one line."""
+    wd = tmp_path / "startup"
+    p = subprocess.Popen([sys.executable, "-m", "tempr1_jax.train", "--config", DEMO, "--workdir", str(wd),
+                          *small(data_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=REPO)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and p.poll() is None:
+            if (wd / "train.log").is_file() and "training mixture" in (wd / "train.log").read_text():
+                break
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        _, stderr = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 128 + signal.SIGTERM, stderr[-6000:]
+    assert stderr.strip().splitlines()[-1] == (
+        "error: interrupted by SIGTERM during start-up, before the first step: nothing to save")
+    assert "Traceback" not in stderr
+    assert not (wd / "checkpoints").is_dir() or not [n for n in os.listdir(wd / "checkpoints") if n.isdigit()]
 
 
 def test_a_bad_warmup_targets_value_is_a_config_error_naming_it(tmp_path, env):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -118,3 +119,41 @@ def test_progress_always_reports_skipped_updates():
     assert p.update(3, {"skipped": np.float32(0)}) is None
     line = p.update(7, {"skipped": np.float32(1), "skipped_total": 2.0})
     assert line is not None and line.endswith("SKIPPED 1 non-finite update(s) (2 so far)")
+
+
+def test_compile_counter_tells_recompilations_from_first_compilations_of_a_program():
+    def named(name, fn):
+        fn.__name__ = fn.__qualname__ = name
+        return jax.jit(fn)
+
+    train, evaluate = named("train_prog", lambda x: x * 2), named("eval_prog", lambda x: x * 2)
+    with train_log.CompileCounter() as c:
+        train(np.ones(3, np.float32))
+        mark = c.mark()
+        assert c.since(mark) == "0 compilations"
+        evaluate(np.ones(3, np.float32))  # another program's first compilation: not a recompilation
+        assert c.recompiles == 0 and c.programs["jit(eval_prog)"] == 1
+        train(np.ones(5, np.float32))  # the same program, a new shape: a recompilation
+        assert c.recompiles == 1 and c.programs["jit(train_prog)"] == 2
+    assert c.since(mark) == ("2 compilations (1 recompilations of a program compiled before: jit(train_prog); 1 "
+                             "programs compiled for the first time in this process: jit(eval_prog))")
+
+
+def test_progress_lines_go_to_the_log_by_default(caplog, tmp_path):
+    """Without a stream the progress line is logged: the console and train.log (setup_logging) both get it."""
+    path = train_log.setup_logging(str(tmp_path), process_index=0)
+    try:
+        train_log.Progress(4, every=1, keys=(), clock=lambda: 0.0).update(2)
+        logging.getLogger("data_pipeline.stream").warning("8 of 56 samples refer to 4 videos missing: skipped")
+        for h in logging.getLogger("tempr1_jax").handlers:
+            h.flush()
+        text = open(path).read()
+        assert "step 2/4  50.0%" in text and "data_pipeline.stream: 8 of 56 samples" in text
+        assert train_log.log_file_name(0) == "train.log" and train_log.log_file_name(3) == "train.process3.log"
+    finally:
+        for name in train_log.LOGGERS:  # leave the test session's logging as pytest set it up
+            lg = logging.getLogger(name)
+            for h in list(lg.handlers):
+                lg.removeHandler(h)
+                h.close()
+            lg.propagate = True

@@ -13,9 +13,11 @@ from data_pipeline.formats import (
     activitynet_captions,
     charades_sta,
     detection,
+    mcq,
     nextgqa,
     qvhighlights,
     thumos14,
+    timer1,
 )
 from data_pipeline.formats.common import Context
 
@@ -35,6 +37,12 @@ FORMATS: dict[str, Converter] = {
     "hacs": functools.partial(detection.convert, dataset="hacs"),
     "thumos14": thumos14.convert,
     "youcook2": functools.partial(activitynet_captions.convert, task="dtg", dataset="youcook2"),
+    "timerft": timer1.convert_timerft,
+    "tvgbench": timer1.convert_tvgbench,
+    "tempcompass": mcq.convert_tempcompass,
+    "mvbench": mcq.convert_mvbench,
+    "videomme": mcq.convert_videomme,
+    "perception_test_mc": mcq.convert_perception_test,
 }
 
 FORMAT_TASKS = {
@@ -47,6 +55,12 @@ FORMAT_TASKS = {
     "hacs": "tal",
     "thumos14": "tal",
     "youcook2": "dtg",
+    "timerft": "tg",
+    "tvgbench": "tg",
+    "tempcompass": "mcq",
+    "mvbench": "mcq",
+    "videomme": "mcq",
+    "perception_test_mc": "mcq",
 }
 
 

@@ -3,7 +3,8 @@
 Used by ``activitynet_captions_tg`` (one tg sample per sentence, id ``<video>#<k>``),
 ``activitynet_captions_dtg`` and ``youcook2`` (one dtg sample per video, queries in sentence order, id
 ``<video>``), and by ``charades_sta`` for the TimeZero-style json (same layout). A dtg query whose segment
-is dropped is dropped with it (so queries and segments stay paired) and reported. Each video entry needs
+is dropped is dropped with it (so queries and segments stay paired) and reported; a clipped segment keeps its
+released bounds in ``released_segments`` (one per query), which the metrics score. Each video entry needs
 ``REQUIRED``; a file where no entry has one of them fails with one line naming it (an entry without it is
 dropped and reported).
 """
@@ -12,8 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from data_pipeline.formats.common import Context, check_records, kind_of, load_json
-from data_pipeline.schema import InputError, clean_duration, clean_segment, clean_text, infer_split, where
+from data_pipeline.formats.common import Context, check_records, kind_of, load_json, with_released
+from data_pipeline.schema import (
+    InputError,
+    clean_duration,
+    clean_segment,
+    clean_text,
+    infer_split,
+    released_segment,
+    where,
+)
 
 REQUIRED = ("duration", "timestamps", "sentences")
 
@@ -51,37 +60,33 @@ def convert_captions(
             text = clean_text(sent, ctx.report, loc, f"sentences[{k}]")
             seg = clean_segment(raw, duration, ctx.report, loc, f"timestamps[{k}]")
             if text is not None and seg is not None:
-                pairs.append((k, text, seg))
+                pairs.append((k, text, seg, released_segment(raw)))
         if task == "tg":
-            for k, text, seg in pairs:
-                ctx.emit(
-                    {
-                        "id": f"{video}#{k}",
-                        "task": "tg",
-                        "video": video,
-                        "duration": duration,
-                        "segments": [seg],
-                        "query": text,
-                        "source": source,
-                    },
-                    f"{loc}.sentences[{k}]",
-                )
+            for k, text, seg, rel in pairs:
+                sample = {
+                    "id": f"{video}#{k}",
+                    "task": "tg",
+                    "video": video,
+                    "duration": duration,
+                    "segments": [seg],
+                    "query": text,
+                    "source": source,
+                }
+                ctx.emit(with_released(sample, [rel]), f"{loc}.sentences[{k}]")
         else:
             if not pairs:
                 ctx.report.add("no_segments", loc, "timestamps", "no (sentence, segment) pair left")
                 continue
-            ctx.emit(
-                {
-                    "id": video,
-                    "task": "dtg",
-                    "video": video,
-                    "duration": duration,
-                    "segments": [p[2] for p in pairs],
-                    "queries": [p[1] for p in pairs],
-                    "source": source,
-                },
-                loc,
-            )
+            sample = {
+                "id": video,
+                "task": "dtg",
+                "video": video,
+                "duration": duration,
+                "segments": [p[2] for p in pairs],
+                "queries": [p[1] for p in pairs],
+                "source": source,
+            }
+            ctx.emit(with_released(sample, [p[3] for p in pairs]), loc)
 
 
 def convert(paths: list[str], ctx: Context, *, task: str, dataset: str) -> None:

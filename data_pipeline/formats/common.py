@@ -54,6 +54,23 @@ class Context:
         self.samples.append(sample)
 
 
+def video_stem(path: str) -> str:
+    """The video id of a video file path as ``extract_frames`` names its frames: the file name without its last
+    extension (``./videos/4jujhM5qhEc_00:00:39:000_00:01:24:700.mp4`` -> ``4jujhM5qhEc_00:00:39:000_00:01:24:700``)."""
+    name = str(path).replace("\\", "/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def with_released(sample: dict[str, Any], released: list[list[float] | None]) -> dict[str, Any]:
+    """``sample`` plus ``released_segments`` (the dataset's own segments, which the metrics score against) when
+    they differ from the cleaned ``segments``: ``released`` holds ``schema.released_segment`` of the raw segments
+    (None for one no evaluator can score, left out)."""
+    kept = [r for r in released if r is not None]
+    if kept != sample["segments"]:
+        sample["released_segments"] = kept
+    return sample
+
+
 class _RepeatedKey(Exception):
     pass
 

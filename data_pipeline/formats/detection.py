@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from data_pipeline.formats.common import Context, check_records, iter_csv, kind_of, load_json
-from data_pipeline.schema import InputError, clean_duration, clean_segment, clean_text, where
+from data_pipeline.formats.common import Context, check_records, iter_csv, kind_of, load_json, with_released
+from data_pipeline.schema import InputError, clean_duration, clean_segment, clean_text, released_segment, where
 
 SPLIT_ALIASES = {"train": "training", "val": "validation", "test": "testing"}
 DATABASE_REQUIRED = ("duration", "annotations")
@@ -70,6 +70,7 @@ def emit_video(
         ctx.report.add("no_annotations", loc, "annotations", "video has no annotated instance")
         return
     by_class: dict[str, list[list[float]]] = {}
+    released: dict[str, list[list[float] | None]] = {}  # the raw instances the metrics score (with_released)
     for i, ann in enumerate(annotations):
         aloc, field = (ann_locs[i], "") if ann_locs else (loc, f"annotations[{i}].")
         if not isinstance(ann, dict):
@@ -83,6 +84,7 @@ def emit_video(
             continue
         seg = clean_segment(ann.get("segment"), duration, ctx.report, aloc, f"{field}segment")
         by_class.setdefault(label, [])
+        released.setdefault(label, []).append(released_segment(ann.get("segment")))
         if seg is not None:
             by_class[label].append(seg)
     video = ctx.video(vid)
@@ -90,18 +92,16 @@ def emit_video(
         if not segs:
             ctx.report.add("no_segments", loc, "annotations", f"class {label!r} has no valid instance left")
             continue
-        ctx.emit(
-            {
-                "id": f"{video}#{label}",
-                "task": "tal",
-                "video": video,
-                "duration": duration,
-                "segments": sorted(segs),
-                "action": label,
-                "source": f"{dataset}:{subset}",
-            },
-            loc,
-        )
+        sample = {
+            "id": f"{video}#{label}",
+            "task": "tal",
+            "video": video,
+            "duration": duration,
+            "segments": sorted(segs),
+            "action": label,
+            "source": f"{dataset}:{subset}",
+        }
+        ctx.emit(with_released(sample, sorted(r for r in released[label] if r is not None)), loc)
 
 
 def _subsets_from_csv(paths: list[str], ctx: Context) -> dict[str, str]:

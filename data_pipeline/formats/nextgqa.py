@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import re
 
-from data_pipeline.formats.common import Context, check_records, csv_header, iter_csv, kind_of, load_json
+from data_pipeline.formats.common import (
+    Context,
+    check_records,
+    csv_header,
+    iter_csv,
+    kind_of,
+    load_json,
+    with_released,
+)
 from data_pipeline.schema import (
     OPTION_LETTERS,
     InputError,
@@ -23,6 +31,7 @@ from data_pipeline.schema import (
     clean_segments,
     clean_text,
     infer_split,
+    released_segment,
     where,
 )
 
@@ -121,6 +130,7 @@ def convert(paths: list[str], ctx: Context) -> None:
                 ctx.report.add("no_segments", loc, f"location[{qid}]", "no valid evidence interval left")
                 continue
             video = ctx.video(vid)
+            raws = location[qid] if isinstance(location[qid], list) else []
             sample = {
                 "id": f"{video}_{qid}",
                 "task": "gvqa",
@@ -134,7 +144,7 @@ def convert(paths: list[str], ctx: Context) -> None:
             }
             if row.get("type"):
                 sample["qtype"] = row["type"]
-            ctx.emit(sample, loc)
+            ctx.emit(with_released(sample, [released_segment(r) for r in raws]), loc)
     for vid, (rec, gpath) in grounding.items():
         location = rec.get("location") if isinstance(rec, dict) else None
         for qid in location or {}:

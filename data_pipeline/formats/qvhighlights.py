@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 
-from data_pipeline.formats.common import Context, check_records, kind_of, read_lines
+from data_pipeline.formats.common import Context, check_records, kind_of, read_lines, with_released
 from data_pipeline.schema import (
     InputError,
     clean_duration,
     clean_segments,
     clean_text,
     infer_split,
+    released_segment,
     where,
 )
 
@@ -77,6 +78,7 @@ def convert(paths: list[str], ctx: Context) -> None:
                 ctx.report.add("no_segments", loc, "relevant_windows", "no valid window left")
                 continue
             video = ctx.video(vid)
+            raws = rec["relevant_windows"] if isinstance(rec["relevant_windows"], list) else []
             sample = {
                 "id": str(qid),
                 "task": "vhd",
@@ -89,4 +91,4 @@ def convert(paths: list[str], ctx: Context) -> None:
             for k in KEEP:
                 if k in rec:
                     sample[k] = rec[k]
-            ctx.emit(sample, loc)
+            ctx.emit(with_released(sample, [released_segment(r) for r in raws]), loc)

@@ -271,3 +271,53 @@ def gqa(answers, spans, gt_answers, gts, op="ge"):
         out[f"Acc&IoU@{t}"] = 100 * mean(c and passes(v, t, op) for c, v in zip(correct, ious, strict=True))
     out["Acc@GQA"] = 100 * mean(c and passes(v, 0.5, op) for c, v in zip(correct, iops, strict=True))
     return out
+
+
+def nextgqa_eval_ground(gt_ground, pred_ground, pred_qa=None):
+    """doc-doc/NExT-GQA ``code/TempGQA/eval_ground.py`` ``eval_ground(gt_ground, pred_ground, pred_qa)`` (gs=False,
+    no subset), returning its numbers unrounded instead of printing them to 1 decimal.
+
+    gt_ground: a ``gsub_{val,test}.json`` document as released ``{vid: {duration, location: {qid: [[s, e], ...]}}}``;
+    pred_ground: ``{"<vid>_<qid>": [s, e]}`` seconds; pred_qa: ``{"<vid>_<qid>": {"answer", "prediction"}}``.
+    Questions without a grounding prediction are skipped (``cnt`` counts the others). ``Acc`` (not printed by
+    eval_ground) is the share of the counted questions answered right, the QA accuracy of the same questions.
+    """
+    miou = miop = 0.0
+    cnt = cqt = crt3 = crt5 = crtp3 = crtp5 = correct = 0
+    for vid, anno in gt_ground.items():
+        for qid, locs in anno["location"].items():
+            key = f"{vid}_{qid}"
+            if key not in pred_ground:
+                continue
+            max_iou, max_iop = 0, 0
+            for loc in locs:
+                iou, iop = nextgqa_tiou(loc, pred_ground[key])
+                if iou > max_iou:
+                    max_iou = iou
+                if iop > max_iop:
+                    max_iop = iop
+            right = bool(pred_qa) and pred_qa[key]["answer"] == pred_qa[key]["prediction"]
+            if max_iop >= 0.3:
+                crtp3 += 1
+                if max_iop >= 0.5:
+                    crtp5 += 1
+                    cqt += right
+            if max_iou >= 0.3:
+                crt3 += 1
+                if max_iou >= 0.5:
+                    crt5 += 1
+            cnt += 1
+            correct += right
+            miou += max_iou
+            miop += max_iop
+    return {
+        "Acc@GQA": cqt / cnt * 100,
+        "mIoP": miop / cnt * 100,
+        "IoP@0.3": crtp3 / cnt * 100,
+        "IoP@0.5": crtp5 / cnt * 100,
+        "mIoU": miou / cnt * 100,
+        "IoU@0.3": crt3 / cnt * 100,
+        "IoU@0.5": crt5 / cnt * 100,
+        "Acc": correct / cnt * 100,
+        "count": cnt,
+    }

@@ -29,6 +29,9 @@ def test_every_spec_format_name_is_registered():
         "hacs",
         "thumos14",
         "youcook2",
+        "timerft",
+        "tvgbench",
+        "tempcompass",
     ]
     assert set(spec) <= set(FORMATS)
 

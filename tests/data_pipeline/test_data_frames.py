@@ -220,6 +220,28 @@ def test_unfinished_shard_is_ignored_and_only_samples(videos, tmp_path):
     assert json.loads((out / "extract_summary.json").read_text())["already_done"] == 1
 
 
+def test_samples_annotated_longer_than_their_video_are_counted_and_reported(videos, tmp_path, capsys):
+    """ten_fps.mp4 is 6 s: a sample annotated 17.9 s (its ground truth past the last frame) is reported, one
+    annotated 6.5 s (within frames.ANNOTATION_SLACK_S) is not, in the summary and on stderr."""
+    out, samples = tmp_path / "frames", tmp_path / "s.jsonl"
+    rows = [{"id": "long#0", "video": "ten_fps", "duration": 17.9}, {"id": "ok#0", "video": "ten_fps", "duration": 6.5},
+            {"id": "big#0", "video": "big", "duration": 2.0}]
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["--videos", str(videos), "--output", str(out), "--workers", "0", "--no-progress", "--only-samples",
+            str(samples)]
+    assert extract_frames.main(args) == 0
+    summary = json.loads((out / "extract_summary.json").read_text())
+    assert (summary["shorter_than_samples"], summary["shorter_videos"]) == (1, 1)
+    (ex,) = summary["shorter_examples"]
+    assert (ex["id"], ex["video"], ex["annotated"]) == ("long#0", "ten_fps", 17.9) and 5.5 < ex["extracted"] < 6.5
+    err = capsys.readouterr().err
+    assert "1 samples (1 videos) are annotated longer than their extracted video by more than 1 s" in err
+    assert "'long#0': 17.9 s annotated" in err
+    assert extract_frames.main(args) == 0  # a rerun extracts nothing and still reports them (from the index)
+    assert json.loads((out / "extract_summary.json").read_text())["shorter_than_samples"] == 1
+    assert frames.shorter_than_annotation(7.01, 6.0) and not frames.shorter_than_annotation(7.0, 6.0)
+
+
 def test_duplicate_ids_and_bad_usage(videos, tmp_path):
     dup = tmp_path / "dup"
     os.makedirs(dup / "a")

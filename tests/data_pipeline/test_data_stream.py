@@ -62,7 +62,8 @@ def test_end_to_end_batch(config, data):
     config.repeat = False
     config.shuffle = False
     with stream.make_stream(config) as s:
-        assert s.num_samples == 25 and s.samples_per_task == {t: 5 for t in schema.TASKS}
+        assert s.num_samples == 25
+        assert s.samples_per_task == {t: 5 if t in schema.TRAIN_TASKS else 0 for t in schema.TASKS}
         batches = list(s)
         assert len(batches) == math.ceil(25 / 2) == s.batches_per_pass()
         ids = [i.decode() for b in batches for i, m in zip(b.id, b.sample_mask, strict=True) if m]
@@ -260,6 +261,74 @@ def test_bad_configs(config):
     config.max_segments = 1
     with pytest.raises(ValueError, match="segments > config.max_segments 1"):
         stream.make_stream(config)
+    config.max_segments = 8
+    config.prompt_buckets = (64,)  # a trainer names the block: its messages say config.data.prompt_buckets
+    with pytest.raises(ValueError, match="raise config.data.prompt_buckets or lower"):
+        stream.make_stream(config, name="config.data")
+    config.prompt_buckets = (4096,)
+    config.samples = [config.samples[0], "/other.jsonl", config.samples[0]]
+    with pytest.raises(ValueError, match=r"^config.data.samples: .*s.jsonl: listed twice in the samples files "
+                                         r"\(positions 0 and 2\)$"):
+        stream.make_stream(config, name="config.data")
+
+
+def _rewrite(samples, tmp_path, name="s.jsonl", **changes):
+    """The samples with some fields changed (``changes[id] = {field: value}``), written to a new file."""
+    path = tmp_path / name
+    schema.write_jsonl(str(path), [dict(x, **changes.get(x["id"], {})) for x in samples])
+    return str(path)
+
+
+def test_mixture_per_task_and_per_source(config, data, tmp_path, tiny_tokenizer_dir):
+    """What the trainer logs at start: samples per task and per file, and their expected share of a step."""
+    samples = schema.read_samples(data["samples"])
+    tg = [x for x in samples if x["task"] == "tg"]
+    others = [x for x in samples if x["task"] != "tg"]
+    absent = [dict(x, id=x["id"] + "_x", video="nowhere") for x in tg[:2]]
+    config.samples = [_rewrite(tg, tmp_path, "tg.jsonl"), _rewrite(others, tmp_path, "o.jsonl"),
+                      _rewrite(absent, tmp_path, "absent.jsonl")]
+    m = stream.make_stream(config).mixture()
+    assert m["tasks"]["tg"] == {"samples": 5, "share": 0.2} and m["tasks"]["tal"]["share"] == 0.2
+    assert [(x["read"], x["samples"], x["tasks"]) for x in m["sources"]] == [
+        (5, 5, ["tg"]), (20, 20, ["dtg", "gvqa", "tal", "vhd"]), (2, 0, [])]
+    assert [x["share"] for x in m["sources"]] == pytest.approx([0.2, 0.8, 0.0])
+    config.task_weights = {"tg": 3.0, "tal": 1.0}
+    m = stream.make_stream(config).mixture()
+    assert m["tasks"]["tg"]["share"] == 0.75 and m["tasks"]["dtg"] == {"samples": 5, "share": 0.0}
+    assert [x["share"] for x in m["sources"]] == pytest.approx([0.75, 0.25, 0.0])
+
+
+def test_samples_annotated_longer_than_their_video_are_reported_kept_or_skipped(config, data, tmp_path, caplog):
+    samples = schema.read_samples(data["samples"])
+    config.samples = [_rewrite(samples, tmp_path, **{"syn0#0": {"duration": 17.9},
+                                                              "syn1": {"duration": 10.3 + 0.9}})]
+    with caplog.at_level("WARNING", logger="data_pipeline.stream"):
+        s = stream.make_stream(config, name="config.data")
+    assert s.num_samples == 25 and s.short_videos == ["syn0"]
+    (msg,) = [r.getMessage() for r in caplog.records if "annotated longer" in r.getMessage()]
+    assert msg.startswith("1 of 25 samples (1 videos) are annotated longer than their extracted video by more than "
+                          "1 s, so part of their ground truth may lie past the last frame (e.g. 'syn0#0': 17.9 s "
+                          "annotated, video 'syn0' 8.7 s)")
+    assert msg.endswith("kept (config.data.short_videos='skip' drops them)")
+    config.short_videos = "skip"
+    assert "syn0#0" not in {x["id"] for x in stream.make_stream(config).samples}
+    config.short_videos = "error"
+    with pytest.raises(ValueError, match="annotated longer.*config.short_videos='error'"):
+        stream.make_stream(config)
+
+
+def test_max_samples_is_a_seeded_slice_with_the_same_number_per_task(config, data):
+    config.max_samples = 7
+    s = stream.make_stream(config)
+    assert s.num_samples == 7 and sorted(s.samples_per_task.values()) == [1, 1, 1, 2, 2]
+    assert [x["id"] for x in stream.make_stream(config).samples] == [x["id"] for x in s.samples]
+    config.seed = 1
+    assert [x["id"] for x in stream.make_stream(config).samples] != [x["id"] for x in s.samples]
+    # A task with fewer rows gives all of them; the others share the rest.
+    picked = stream.stratified_subset(["tg"] * 10 + ["tal"] * 2 + ["vhd"] * 10, 12, seed=0)
+    assert len(picked) == 12 and picked == sorted(picked)
+    assert [sum(10 <= i < 12 for i in picked), sum(i < 10 for i in picked)] == [2, 5]
+    assert stream.stratified_subset(["tg"] * 3, 5, seed=0) == [0, 1, 2]
 
 
 def test_missing_and_corrupt_videos(config, data, tmp_path):
