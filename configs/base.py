@@ -69,6 +69,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.grpo.advantage_eps = 1e-4  # [TRL] the eps added to the std
     c.grpo.advantage_ddof = 1  # [TRL] torch's unbiased std
     c.grpo.norm_constant = config_dict.placeholder(int)  # [ours] Dr.GRPO constant; None: completion length
+    c.grpo.dynamic_sampling = False  # [DAPO] True: draw prompts until every kept group has varying rewards
+    c.grpo.max_draws_per_step = 4  # [ours] cap on stream batches per step with dynamic_sampling (verl: unbounded)
 
     # Checkpoints (tempr1_jax.checkpoint.Checkpointer). Also saved on SIGTERM and at the last step.
     c.checkpoint = ml_collections.ConfigDict()
@@ -83,6 +85,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.logging.samples_every = 50  # [ours] sample completions as TensorBoard text every N steps
     c.logging.num_samples = 4  # [ours] completions per sample table
     c.logging.sample_chars = 600  # [ours] completions are cut to this many characters in the table
+    # [ours] Weights & Biases (pip install -e '.[wandb]'): the same scalars, sample tables, the config; off while
+    # project is "". The run id is kept in <workdir>/wandb_run_id (a resumed run attaches to it); WANDB_MODE=offline
+    # writes only under <workdir>/wandb/.
+    c.logging.wandb = ml_collections.ConfigDict(dict(project="", entity="", name="", tags=()))
 
     # Rewards: the keyword arguments of tempr1_jax.rewards.compute_rewards.
     c.reward = ml_collections.ConfigDict()
@@ -106,6 +112,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.scan_layers = True  # [ours] one lax.scan over the blocks (fast compiles)
     c.model.freeze_vision = False  # [ours] True freezes the vision tower (Time-R1's --fix_vit)
     c.model.logprob_chunk = 256  # [ours] positions per log-prob block (no full [B, L, V] fp32 logits)
+    # [ours] LoRA (tempr1_jax.models.qwen25vl.lora): adapters W + (alpha / rank) B A on the kernels whose param path
+    # fully matches targets (the language model's projections by default; add "|visual/.*_kernel" for the vision
+    # tower); only the adapters train, the KL reference is the base (adapters off). rank 0: off (the recipe).
+    c.model.lora = ml_collections.ConfigDict(
+        dict(rank=0, alpha=16.0, targets=r"text/layers/(q|k|v|o|gate|up|down)_kernel", dropout=0.0))
     # [ours] the packed vision batch's sizes round up to these multiples (patches, window / frame-pair blocks,
     # slots per frame-pair block): rope.bucket_vision_sizes' defaults, for real videos
     c.model.vision_multiples = (256, 8, 64)

@@ -262,9 +262,23 @@ def _check_run_blocks(cfg: ml_collections.ConfigDict) -> None:
         need(cfg.logging.every >= 1, "logging.every", "must be >= 1")
         need(cfg.logging.samples_every >= 0, "logging.samples_every", "must be >= 0 (0: never)")
         need(cfg.logging.num_samples >= 0, "logging.num_samples", "must be >= 0")
+        if "wandb" in cfg.logging:
+            _check_wandb(cfg)
     if "train" in cfg and "max_consecutive_skips" in cfg.train:
         need(cfg.train.max_consecutive_skips >= 1, "train.max_consecutive_skips", "must be >= 1")
         need(cfg.train.steps_per_run >= 0, "train.steps_per_run", "must be >= 0 (0: run to the end)")
+
+
+def _check_wandb(cfg: ml_collections.ConfigDict) -> None:
+    """logging.wandb: strings, tags a tuple of strings, nothing set without a project."""
+    need, w = _needs(cfg), cfg.logging.wandb
+    for k in ("project", "entity", "name"):
+        need(isinstance(w[k], str), f"logging.wandb.{k}", "must be a string")
+    need(isinstance(w.tags, tuple | list) and all(isinstance(t, str) and t for t in w.tags), "logging.wandb.tags",
+         "must be a tuple of non-empty strings")
+    for k in ("entity", "name", "tags"):
+        need(bool(w.project) or not w[k], f"logging.wandb.{k}", "is set but logging.wandb.project is empty "
+             "(the project turns wandb on)")
 
 
 def _check_model_blocks(cfg: ml_collections.ConfigDict) -> None:
@@ -283,6 +297,11 @@ def _check_model_blocks(cfg: ml_collections.ConfigDict) -> None:
              f"must be one of {qconfig.ATTENTION_IMPLS}")
         need(m.attention_chunk >= 0, "model.attention_chunk", "must be >= 0 (0: off)")
         need(m.logprob_chunk >= 1, "model.logprob_chunk", "must be >= 1")
+        if "lora" in m:
+            try:
+                qconfig.LoraConfig(**m.lora.to_dict()).validate()
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"config.model.{e}") from None
     if "rollout" in cfg:
         r = cfg.rollout
         need(r.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")

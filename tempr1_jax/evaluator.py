@@ -81,14 +81,21 @@ class Evaluator:
     joined to the frames index and its prompts sized against the buckets now, not at the first evaluation.
     ``eval.max_samples`` picks a seeded slice with the same number of samples per task
     (``data_pipeline.stream.stratified_subset``, seed ``data.seed``): the same slice at every evaluation.
+
+    ``group_size``, ``temperature`` and ``max_new_tokens`` override the evaluation's 1 completion per prompt,
+    ``eval.temperature`` and ``eval.max_new_tokens`` (``tempr1_jax.filter`` samples k completions per prompt at
+    the rollout's temperature through the same streams and sampler).
     """
 
     def __init__(self, cfg: ml_collections.ConfigDict, graphdef: Any, mcfg: qconfig.Qwen25VLConfig,
-                 tokenizer: Any, mesh: jax.sharding.Mesh) -> None:
+                 tokenizer: Any, mesh: jax.sharding.Mesh, *, group_size: int = 1, temperature: float | None = None,
+                 max_new_tokens: int | None = None) -> None:
         self.cfg, self.tokenizer, self.mcfg = cfg, tokenizer, mcfg
         e = cfg.eval
-        self.scfg = rollout.sampling_config(cfg.rollout, 1, mcfg.eos_token_id, tokenizer, temperature=e.temperature,
-                                            max_new_tokens=e.max_new_tokens)
+        self.scfg = rollout.sampling_config(
+            cfg.rollout, group_size, mcfg.eos_token_id, tokenizer,
+            temperature=e.temperature if temperature is None else temperature,
+            max_new_tokens=max_new_tokens or e.max_new_tokens)
         self.sampler = rollout.Sampler(graphdef, mcfg, mesh, self.scfg, name="eval_generate")
         # One stream per evaluation set (eval_sets): built now, reused by every evaluation.
         self.streams, self.sizers = [], []
@@ -98,11 +105,11 @@ class Evaluator:
                                              name="config.data")
             self.streams.append(stream)
             self.sizers.append(policy.stream_sizer(mcfg, stream, cfg.model.vision_multiples))
-            setup.prime_rewards(stream.samples, stream.num_samples, setup.reward_kwargs(cfg))
+            setup.prime_rewards(stream.samples, stream.num_samples * group_size, setup.reward_kwargs(cfg))
             counts = ", ".join(f"{t} {n}" for t, n in stream.samples_per_task.items() if n)
             log.info("evaluation set: %d samples of %s (%s)%s", stream.num_samples, key, counts,
                      f", a seeded slice per task of eval.max_samples={limit}" if limit else "")
-        self.sizer: policy.VisionSizer | None = None  # the current set's, used by _generate
+        self.sizer: policy.VisionSizer | None = None  # the current set's, used by generate
         # only used when eval.temperature > 0; replicated on the mesh, as _split_key's outputs are (one compile)
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         self.rng = jax.device_put(jax.random.PRNGKey(cfg.seed + 7), replicated)
@@ -118,6 +125,7 @@ class Evaluator:
 
     def batches(self) -> Iterator[data_stream.Batch]:
         """One pass over every evaluation set (this host's batches; each set's last batch padded)."""
+        self.num_batches = sum(stream.batches_per_pass() for stream in self.streams)
         for stream, sizer in zip(self.streams, self.sizers, strict=True):
             self.sizer = sizer
             try:
@@ -136,7 +144,7 @@ class Evaluator:
         t0 = time.perf_counter()
         think = think or self.cfg.reward.think
         records, samples = generate_predictions(
-            self.batches(), lambda batch: self._generate(params, batch), self.tokenizer, think=think)
+            self.batches(), lambda batch: self.generate(params, batch), self.tokenizer, think=think)
         records, samples = gather_records(records), gather_records(samples)
         out: dict[str, Any] = {"predictions": records, "samples": samples, "metrics": {}, "rewards": {},
                                "task_rewards": {}}
@@ -157,7 +165,8 @@ class Evaluator:
         out["seconds"] = time.perf_counter() - t0
         return out
 
-    def _generate(self, params: Any, batch: data_stream.Batch) -> tuple[np.ndarray, np.ndarray]:
+    def generate(self, params: Any, batch: data_stream.Batch) -> tuple[np.ndarray, np.ndarray]:
+        """This host's completions of ``batch``: tokens int [b * group_size, T] and their mask (numpy)."""
         self.rng, key = _split_key(self.rng)
         roll = self.sampler(params, batch, self.sizer, key)
         return roll.tokens, roll.completion_mask
@@ -176,7 +185,7 @@ def eval_dir(workdir: str, step: int) -> str:
     return os.path.join(workdir, "eval", f"step_{step}")
 
 
-def log_eval(result: Mapping[str, Any], step: int, tb: train_log.TensorBoard | None,
+def log_eval(result: Mapping[str, Any], step: int, tb: train_log.Writers | train_log.TensorBoard | None,
              jsonl: train_log.MetricsFile | None) -> None:
     """One evaluation's metrics and mean rewards: a log line, the per-task table, TensorBoard and metrics.jsonl
     (``eval/<task>/<metric>``, ``eval/reward/<component>``, ``eval/<task>/reward/<component>``)."""
@@ -218,7 +227,7 @@ def load_policy(cfg: ml_collections.ConfigDict, kind: str, where: str, step: int
         graphdef, params, _ = setup.hf_params(where, mcfg, mesh)
         return tokenizer, graphdef, params, mcfg, cfg, None
     tokenizer = setup.load_tokenizer(cfg)
-    mcfg = setup.model_config(cfg, tokenizer)
+    mcfg = setup.with_lora(cfg, setup.model_config(cfg, tokenizer))  # a LoRA run's checkpoint holds its adapters
     graphdef, target = setup.abstract_params(mcfg, mesh)
     ckpt = checkpoint.Checkpointer(where, every=1, keep=1 << 30, async_save=False, read_only=True)
     params, step = ckpt.restore_params(target, step=step)

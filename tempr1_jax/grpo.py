@@ -60,6 +60,11 @@ class GRPOConfig:
       advantage_ddof: delta degrees of freedom of the std (1 = unbiased, torch's default, as TRL).
       norm_constant: the Dr.GRPO constant (tokens per completion); None uses the padded completion length L
         (TRL uses max_completion_length, which is L when completions are padded to it).
+      dynamic_sampling: DAPO's dynamic sampling: a step draws prompts until it has as many informative groups
+        (rewards not all equal) as prompts per step, the others dropped (``tempr1_jax.dynamic_sampling``; the
+        loss here only sees the kept groups, the padding groups being masked). Off in the recipe.
+      max_draws_per_step: with dynamic_sampling, the most stream batches a step draws (then it trains on the
+        informative groups it has, the rest of the batch masked).
     """
 
     num_generations: int = 8
@@ -74,6 +79,8 @@ class GRPOConfig:
     advantage_eps: float = 1e-4
     advantage_ddof: int = 1
     norm_constant: int | None = None
+    dynamic_sampling: bool = False
+    max_draws_per_step: int = 4
 
     def __post_init__(self) -> None:
         def bad(field: str, value: Any, why: str) -> ValueError:
@@ -105,6 +112,10 @@ class GRPOConfig:
             isinstance(self.norm_constant, int) and self.norm_constant >= 1
         ):
             raise bad("norm_constant", self.norm_constant, "must be None or an integer >= 1")
+        if not isinstance(self.dynamic_sampling, bool):
+            raise bad("dynamic_sampling", self.dynamic_sampling, "must be True or False")
+        if not (isinstance(self.max_draws_per_step, int) and self.max_draws_per_step >= 1):
+            raise bad("max_draws_per_step", self.max_draws_per_step, "must be an integer >= 1")
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> GRPOConfig:

@@ -475,7 +475,7 @@ def build(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     setup.check_batch_sizes(cfg, mesh)
     data_stream.check_buckets(cfg.data, "config.data")
     model_cfg, source = planning_config(cfg)
-    mcfg = setup.model_config(model_cfg, None)
+    mcfg = setup.with_lora(cfg, setup.model_config(model_cfg, None))  # model.lora: the adapters' shapes too
     graphdef, params = setup.abstract_params(mcfg, mesh)
     specs = jax.tree.map(lambda x: x.sharding.spec, params)
     updates = max(1, int(cfg.train.total_steps or 1), int(cfg.optimizer.warmup_steps)) * gcfg.num_iterations

@@ -191,9 +191,13 @@ class Sampler:
         self.batch_sh = sharding.batch_sharding(mesh)
         self.generate = make_generate(graphdef, scfg, name)
 
-    def __call__(self, params: Any, batch: Batch, sizer: policy.VisionSizer, rng: jax.Array) -> Rollout:
+    def prompts(self, batch: Batch, sizer: policy.VisionSizer) -> dict:
+        """The prompt inputs of a stream batch on the mesh (one global shape across hosts)."""
         batch = agree_across_hosts(batch, sizer, self.pad_id)
-        prompts = sharding.shard_batch(policy.prompt_inputs(self.cfg, batch, sizer), self.batch_sh)
+        return sharding.shard_batch(policy.prompt_inputs(self.cfg, batch, sizer), self.batch_sh)
+
+    def __call__(self, params: Any, batch: Batch, sizer: policy.VisionSizer, rng: jax.Array) -> Rollout:
+        prompts = self.prompts(batch, sizer)
         with jax.transfer_guard("disallow"):
             out = self.generate(params, prompts, rng)
         tokens = sharding.host_rows(out["tokens"], self.batch_sh)

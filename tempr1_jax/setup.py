@@ -31,6 +31,7 @@ from data_pipeline import schema as data_schema
 from data_pipeline import synthetic
 from tempr1_jax import grpo, policy, rewards, sharding, trainer
 from tempr1_jax.models.qwen25vl import config as qconfig
+from tempr1_jax.models.qwen25vl import lora as qlora
 from tempr1_jax.models.qwen25vl import params as qparams
 from tempr1_jax.models.qwen25vl import sharding as qsharding
 from tempr1_jax.models.qwen25vl.model import Qwen25VL
@@ -258,9 +259,41 @@ def model_config(cfg: ml_collections.ConfigDict, tokenizer: Any) -> qconfig.Qwen
 
 
 def freeze_pattern(cfg: ml_collections.ConfigDict) -> str:
-    """The optimizer's freeze regex, plus the vision tower with ``model.freeze_vision``."""
-    parts = [p for p in (cfg.optimizer.freeze, "visual/.*" if cfg.model.freeze_vision else "") if p]
+    """The optimizer's freeze regex, plus the vision tower with ``model.freeze_vision``, plus every base param
+    (all but the adapters) with LoRA (``model.lora.rank`` > 0)."""
+    parts = [p for p in (cfg.optimizer.freeze, "visual/.*" if cfg.model.freeze_vision else "",
+                         qlora.FREEZE_BASE if lora_config(cfg).rank else "") if p]
     return "|".join(f"(?:{p})" for p in parts)
+
+
+def lora_config(cfg: ml_collections.ConfigDict) -> qconfig.LoraConfig:
+    """``config.model.lora`` as the model's LoraConfig (rank 0: no adapters); bad values name the key."""
+    m = cfg.model
+    if "lora" not in m:
+        return qconfig.LoraConfig()
+    try:
+        return qconfig.LoraConfig(**m.lora.to_dict()).validate()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"config.model.{e}") from None
+
+
+def with_lora(cfg: ml_collections.ConfigDict, mcfg: qconfig.Qwen25VLConfig) -> qconfig.Qwen25VLConfig:
+    """The model config with the run's adapters (unchanged without LoRA): what a train checkpoint holds."""
+    return mcfg.replace(lora=lora_config(cfg))
+
+
+def attach_lora(cfg: ml_collections.ConfigDict, mcfg: qconfig.Qwen25VLConfig, graphdef: Any, params: Any,
+                specs: Any, mesh: jax.sharding.Mesh) -> tuple[qconfig.Qwen25VLConfig, Any, Any, Any]:
+    """With ``model.lora.rank`` > 0: (model config, graphdef, params, specs) of the base ``params`` (as they are,
+    e.g. an HF checkpoint or the warm-up's result) plus fresh adapters (B = 0), born sharded. A no-op without."""
+    lcfg = with_lora(cfg, mcfg)
+    if not lcfg.lora.rank:
+        return mcfg, graphdef, params, specs
+    graphdef, params = qlora.attach(params, lcfg, mesh, seed=cfg.seed)
+    split = qlora.param_split(lcfg)
+    log.info("LoRA rank %d (alpha %g) on %d kernels: %.3fM trainable adapter params, %.2fM frozen base params",
+             lcfg.lora.rank, lcfg.lora.alpha, len(split["adapters"]), split["trainable"] / 1e6, split["frozen"] / 1e6)
+    return lcfg, graphdef, params, qsharding.param_partition_specs(params, mesh)
 
 
 def param_count(params: Any) -> int:
@@ -345,12 +378,13 @@ class Optimization:
 def optimization(cfg: ml_collections.ConfigDict, params: Any, specs: Any, mesh: jax.sharding.Mesh,
                  total_updates: int) -> Optimization:
     """AdamW + schedule over ``total_updates`` optimizer updates, the freeze mask (``optimizer.freeze``,
-    ``model.freeze_vision``) and the sharded state shape (reference params only if ``grpo.beta > 0``).
+    ``model.freeze_vision``, the base with LoRA) and the sharded state shape (reference params only if
+    ``grpo.beta > 0`` without LoRA).
     ``params`` may be arrays or ShapeDtypeStructs."""
     trainable = trainer.trainable_mask(params, freeze_pattern(cfg))
     opt_cfg = {k: v for k, v in cfg.optimizer.to_dict().items() if k != "freeze"}
     tx, schedule = trainer.make_optimizer(opt_cfg, total_updates, trainable)
-    beta = float(cfg.grpo.beta)
+    beta = 0.0 if lora_config(cfg).rank else float(cfg.grpo.beta)  # LoRA's reference is the base: no copy
     shape = jax.eval_shape(lambda p, r: trainer.init_state(p, tx, r, beta=beta), params,
                            jax.ShapeDtypeStruct((2,), jnp.uint32))
     return Optimization(tx, schedule, trainable, shape, trainer.state_shardings(mesh, shape, specs, tx))
@@ -369,5 +403,6 @@ def step_functions(cfg: ml_collections.ConfigDict, graphdef: Any, gcfg: grpo.GRP
                        out_shardings=batch_sh)
     train_step = trainer.make_train_step(policy_fn, opt.tx, gcfg, micro_batches=cfg.train.micro_batches,
                                          trainable=opt.trainable, schedule=opt.schedule,
-                                         state_sharding=opt.state_sharding, batch_sharding=batch_sh)
+                                         state_sharding=opt.state_sharding, batch_sharding=batch_sh,
+                                         reference=qlora.without_adapters if lora_config(cfg).rank else None)
     return assemble, train_step

@@ -45,6 +45,7 @@ from data_pipeline import stream as data_stream
 from tempr1_jax import (
     checkpoint,
     configlib,
+    dynamic_sampling,
     evaluator,
     grpo,
     policy,
@@ -146,19 +147,21 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, preempt: checkpoint.P
         params = warmup.supervised_warmup(cfg, graphdef, params, specs, mcfg, tokenizer, mesh)
         setup.export_params(graphdef, params, os.path.join(workdir, setup.WARMUP_DIR),
                             tokenizer_dir=cfg.data.tokenizer or cfg.model.path)
+    mcfg, graphdef, params, specs = setup.attach_lora(cfg, mcfg, graphdef, params, specs, mesh)  # no-op without
     log.info("model: %.2fM params (%s compute, %s params)", setup.param_count(params) / 1e6, mcfg.dtype,
              mcfg.param_dtype)
     # 7. Optimizer + state.
     total_steps = preflight.total_steps(cfg, stream.num_samples)
     opt = setup.optimization(cfg, params, specs, mesh, total_steps * gcfg.num_iterations)
     rng0 = jax.random.PRNGKey(cfg.seed)
+    keep_ref = opt.state_shape.ref_params is not None  # LoRA's reference is the base itself: no copy
     # 8. Restore the latest checkpoint of the workdir, if any.
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), every=cfg.checkpoint.every,
                                    keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save,
                                    save_ref_params=cfg.checkpoint.save_ref_params)
     sizer = policy.stream_sizer(mcfg, stream, cfg.model.vision_multiples)
     restored = ckpt.restore(trainer.abstract_state(opt.state_shape, opt.state_sharding),
-                            ref_params=params if gcfg.beta > 0 else None)
+                            ref_params=params if keep_ref else None)
     if restored is not None:
         state, position = restored
         stream.restore(position["stream"])
@@ -168,7 +171,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, preempt: checkpoint.P
         preflight.check_resumed_step(cfg, saved, int(jax.device_get(state.step)), total_steps, stream.num_samples,
                                      workdir)
     else:
-        state, _ = trainer.create_state(params, opt.tx, rng0, beta=gcfg.beta, mesh=mesh, param_specs=specs)
+        state, _ = trainer.create_state(params, opt.tx, rng0, beta=gcfg.beta if keep_ref else 0.0, mesh=mesh,
+                                        param_specs=specs)
     preflight.save_run_config(cfg, workdir)  # (after the resume checks: a refused config is never saved)
     del params
     # 9. The loop.
@@ -198,35 +202,67 @@ class StepResult:
     rewards: dict[str, np.ndarray]
 
 
-def step_once(run: Run, state: trainer.TrainState, batch: data_stream.Batch,
-              data_seconds: float) -> tuple[trainer.TrainState, StepResult]:
-    """One GRPO step on ``batch`` (drawn in ``data_seconds``): G completions per prompt from the current policy
-    (with the state's RNG), rewards on the host (each sample scored by its own task's rules), then the update."""
+def rollout_draw(run: Run, params: Any, batch: data_stream.Batch, rng: jax.Array) -> dynamic_sampling.Draw:
+    """G completions per prompt of ``batch`` from ``params`` (sampled with ``rng``) and their rewards on the
+    host, each sample scored by its own task's rules."""
     G = run.gcfg.num_generations
     t0 = time.perf_counter()
-    rng, sample_rng = jax.random.split(state.rng)
-    state = state.replace(rng=rng)
-    roll = run.sampler(state.params, batch, run.sizer, sample_rng)
+    roll = run.sampler(params, batch, run.sizer, rng)
     t1 = time.perf_counter()
     samples = [s for s in data_stream.batch_samples(batch, valid_only=False) for _ in range(G)]
     completions = policy.decode_completions(run.tokenizer, roll.tokens, roll.completion_mask)
     rew = rewards.compute_rewards(completions, samples, **setup.reward_kwargs(run.cfg))
+    # Dynamic sampling rebuilds the update's batch from host rows; otherwise the rollout's arrays stay on device.
+    logp = sharding.host_rows(roll.device["logp"], run.sampler.batch_sh) if run.gcfg.dynamic_sampling else None
+    device = None if run.gcfg.dynamic_sampling else (
+        roll.prompts, {k: roll.device[k] for k in ("tokens", "completion_mask", "logp")})
+    return dynamic_sampling.Draw(batch, roll.tokens, roll.completion_mask, logp, rew, completions, samples, device,
+                                 {"time/rollout": t1 - t0, "time/reward": time.perf_counter() - t1})
+
+
+_draw_keys = jax.jit(lambda key, n: tuple(jax.random.split(key, n)), static_argnums=1)
+
+
+def step_once(run: Run, state: trainer.TrainState, batch: data_stream.Batch,
+              data_seconds: float) -> tuple[trainer.TrainState, StepResult]:
+    """One GRPO step on ``batch`` (drawn in ``data_seconds``): G completions per prompt from the current policy
+    (with the state's RNG), rewards on the host, then the update. With ``grpo.dynamic_sampling`` the step draws
+    more batches until it has enough informative groups (tempr1_jax.dynamic_sampling)."""
+    G, gcfg = run.gcfg.num_generations, run.gcfg
+    t0 = time.perf_counter()
+    rng, sample_rng = jax.random.split(state.rng)
+    state = state.replace(rng=rng)
+    if gcfg.dynamic_sampling:
+        keys = (sample_rng, *_draw_keys(sample_rng, gcfg.max_draws_per_step - 1))
+        upd, draws, counts = dynamic_sampling.draw(
+            batch, lambda: next(run.stream), lambda b, k: rollout_draw(run, state.params, b, keys[k]), G=G,
+            max_draws=gcfg.max_draws_per_step, pad_id=run.sampler.pad_id)
+        prompts = run.sampler.prompts(upd.batch, run.sizer)
+        rollout_out = sharding.shard_batch({"tokens": upd.tokens, "completion_mask": upd.completion_mask,
+                                            "logp": upd.logp}, run.sampler.batch_sh)
+    else:
+        upd = rollout_draw(run, state.params, batch, sample_rng)
+        (prompts, rollout_out), draws, counts = upd.device, [upd], {}
     t2 = time.perf_counter()
     batch_sh = sharding.batch_sharding(run.mesh)
-    total = sharding.shard_batch(rew["total"], batch_sh)  # the only host -> device copies of the update
-    sample_mask = sharding.shard_batch(batch.sample_mask, batch_sh)
+    total = sharding.shard_batch(upd.rewards["total"], batch_sh)  # the only host -> device copies of the update
+    sample_mask = sharding.shard_batch(upd.batch.sample_mask, batch_sh)
     with jax.transfer_guard("disallow"):
-        rollout_out = {k: roll.device[k] for k in ("tokens", "completion_mask", "logp")}
-        state, metrics = run.train_step(state, run.assemble(roll.prompts, rollout_out, total, sample_mask))
-    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        state, metrics = run.train_step(state, run.assemble(prompts, rollout_out, total, sample_mask))
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()} | counts
     t3 = time.perf_counter()
-    valid = np.repeat(np.asarray(batch.sample_mask, bool), G)
+    # The logged rewards are those of every rollout of the step (kept or not).
+    samples = [s for d in draws for s in d.samples]
+    rew = {k: np.concatenate([d.rewards[k] for d in draws]) for k in upd.rewards}
+    valid = np.concatenate([np.repeat(np.asarray(d.batch.sample_mask, bool), G) for d in draws])
     metrics |= train_log.reward_scalars(rew, [s["task"] for s in samples], valid)
-    seen = float(np.sum(batch.attention_mask)) * G + float(np.sum(roll.completion_mask))
-    seconds = t3 - t0 + data_seconds
-    metrics |= train_log.throughput(seen, seconds, flops=run.flops_per_token * seen * (4 + (run.gcfg.beta > 0)))
-    metrics |= {"time/data": data_seconds, "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2}
-    return state, StepResult(metrics, completions, samples, rew)
+    seen = lambda d: float(np.sum(d.batch.attention_mask)) * G + float(np.sum(d.completion_mask))  # noqa: E731
+    sampled = sum(seen(d) for d in draws)  # rollout forward passes; the update's forward + backward (+ reference)
+    flops = run.flops_per_token * (sampled + seen(upd) * (3 + (gcfg.beta > 0)))
+    metrics |= train_log.throughput(sampled, t3 - t0 + data_seconds, flops=flops)
+    metrics |= {"time/data": data_seconds, "time/rollout": sum(d.seconds["time/rollout"] for d in draws),
+                "time/reward": sum(d.seconds["time/reward"] for d in draws), "time/update": t3 - t2}
+    return state, StepResult(metrics, [c for d in draws for c in d.completions], samples, rew)
 
 
 @dataclasses.dataclass
@@ -242,8 +278,8 @@ class Bookkeeping:
 
 
 def log_step(run: Run, step: int, out: StepResult, tb: Any, jsonl: Any, progress: Any) -> None:
-    """The console line, metrics.jsonl, TensorBoard scalars (every ``logging.every`` steps, the last, skipped
-    ones) and the sample table (every ``logging.samples_every`` steps)."""
+    """The console line, metrics.jsonl, TensorBoard / wandb scalars (every ``logging.every`` steps, the last,
+    skipped ones) and the sample table (every ``logging.samples_every`` steps)."""
     c, m = run.cfg.logging, out.metrics
     progress.update(step, m)
     if jsonl is not None:
@@ -251,9 +287,8 @@ def log_step(run: Run, step: int, out: StepResult, tb: Any, jsonl: Any, progress
     if tb is not None and (step % c.every == 0 or step == run.total_steps or m["skipped"] > 0):
         tb.scalars(step, m)
     if tb is not None and c.samples_every and step % c.samples_every == 0:
-        tb.text(step, "samples", train_log.samples_markdown(
-            out.completions, [s["task"] for s in out.samples], out.rewards, [s["id"] for s in out.samples],
-            num=c.num_samples, max_chars=c.sample_chars))
+        tb.samples(step, out.completions, [s["task"] for s in out.samples], out.rewards,
+                   [s["id"] for s in out.samples], num=c.num_samples, max_chars=c.sample_chars)
 
 
 def save_if_due(run: Run, state: trainer.TrainState, book: Bookkeeping, *, skipped: bool, stop: bool,
@@ -277,7 +312,7 @@ def loop(run: Run, state: trainer.TrainState) -> int:
     book = Bookkeeping(step=step, start_step=step)
     stop_at = min(run.total_steps, step + cfg.train.steps_per_run) if cfg.train.steps_per_run else run.total_steps
     progress = train_log.Progress(run.total_steps, start_step=step, every=cfg.logging.every)
-    tb = train_log.TensorBoard(os.path.join(workdir, "tensorboard")) if cfg.logging.tensorboard else None
+    tb = train_log.open_writers(workdir, cfg)  # TensorBoard and / or wandb
     jsonl = train_log.MetricsFile(os.path.join(workdir, "metrics.jsonl")) if jax.process_index() == 0 else None
     n_prompts, G = int(cfg.train.prompts_per_step), run.gcfg.num_generations
     log.info("training: steps %d -> %d, %d prompts x %d completions per step", step, run.total_steps, n_prompts, G)

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -164,7 +165,9 @@ class Progress:
         keys: Sequence[str] = ("loss", "reward/mean", "kl", "clip/region", "completion_length/mean"),
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
+        unit: str = "step",
     ) -> None:
+        self.unit = unit
         self.total = int(total_steps)
         self.every = max(int(every), 1)
         self.keys = tuple(keys)
@@ -182,8 +185,8 @@ class Progress:
         eta = per_step * (self.total - step) if done > 0 else float("nan")
         pct = 100.0 * step / self.total if self.total else 100.0
         width = len(str(self.total))
-        parts = [f"step {step:>{width}}/{self.total} {pct:5.1f}%"]
-        parts.append(f"{per_step:.2f} s/step" if done > 0 else "-- s/step")
+        parts = [f"{self.unit} {step:>{width}}/{self.total} {pct:5.1f}%"]
+        parts.append(f"{per_step:.2f} s/{self.unit}" if done > 0 else f"-- s/{self.unit}")
         parts.append(f"ETA {format_duration(eta)}")
         for k in self.keys:
             if metrics is not None and k in metrics:
@@ -263,6 +266,96 @@ class TensorBoard:
             self._writer = None
 
 
+class Wandb:
+    """A Weights & Biases run (``logging.wandb``; only process 0 logs): the same scalars as TensorBoard, sample
+    completions as tables, the config as the run config. The run id is kept in ``<workdir>/wandb_run_id``, so a
+    resumed run attaches to the same wandb run. wandb is an optional extra, imported here only:
+    ``pip install -e '.[wandb]'``. ``WANDB_MODE=offline`` writes the run under ``<workdir>/wandb/`` only."""
+
+    ID_FILE = "wandb_run_id"
+
+    def __init__(self, workdir: str, config: Mapping[str, Any], *, project: str, entity: str = "", name: str = "",
+                 tags: Sequence[str] = ()) -> None:
+        self._run = None
+        if jax.process_index() != 0:
+            return
+        try:
+            import wandb
+        except ImportError:
+            raise ValueError(f"config.logging.wandb.project={project!r}: wandb is not installed; install the "
+                             "optional extra: pip install -e '.[wandb]'") from None
+        self._wandb = wandb
+        id_file = os.path.join(workdir, self.ID_FILE)
+        if os.path.isfile(id_file):
+            with open(id_file, encoding="utf-8") as f:
+                run_id = f.read().strip()
+        else:
+            run_id = secrets.token_hex(4)  # wandb run ids: lowercase letters and digits
+            with open(id_file, "w", encoding="utf-8") as f:
+                f.write(run_id + "\n")
+        self._run = wandb.init(project=project, entity=entity or None, name=name or None, tags=list(tags) or None,
+                               config=dict(config), id=run_id, resume="allow", dir=workdir)
+        log.info("wandb run %s (project %s), id in %s", run_id, project, id_file)
+
+    @property
+    def run_id(self) -> str | None:
+        return None if self._run is None else self._run.id
+
+    def scalars(self, step: int, values: Mapping[str, Any]) -> None:
+        if self._run is not None:
+            self._run.log({k: float(np.asarray(v).reshape(())) for k, v in values.items()}, step=int(step))
+
+    def table(self, step: int, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if self._run is not None:
+            self._run.log({name: self._wandb.Table(columns=list(columns), data=[list(r) for r in rows])},
+                          step=int(step))
+
+    def close(self) -> None:
+        if self._run is not None:
+            self._run.finish()
+            self._run = None
+
+
+class Writers:
+    """TensorBoard and / or wandb behind one interface: what the loop and the evaluation write (either may be
+    None; the loop holds no writer at all when both are off)."""
+
+    def __init__(self, tensorboard: TensorBoard | None = None, wandb: Wandb | None = None) -> None:
+        self.tensorboard, self.wandb = tensorboard, wandb
+
+    def scalars(self, step: int, values: Mapping[str, Any]) -> None:
+        for w in (self.tensorboard, self.wandb):
+            if w is not None:
+                w.scalars(step, values)
+
+    def samples(self, step: int, completions: Sequence[str], tasks: Sequence[str], rewards: Mapping[str, Any],
+                ids: Sequence[str], *, num: int, max_chars: int) -> None:
+        """The first ``num`` completions of a step: a markdown table in TensorBoard, a table in wandb."""
+        if self.tensorboard is not None:
+            self.tensorboard.text(step, "samples", samples_markdown(completions, tasks, rewards, ids, num=num,
+                                                                    max_chars=max_chars))
+        if self.wandb is not None:
+            self.wandb.table(step, "samples", *sample_rows(completions, tasks, rewards, ids, num=num,
+                                                             max_chars=max_chars))
+
+    def close(self) -> None:
+        for w in (self.tensorboard, self.wandb):
+            if w is not None:
+                w.close()
+
+
+def open_writers(workdir: str, cfg: Any) -> Writers | None:
+    """The writers of ``config.logging``: TensorBoard under ``<workdir>/tensorboard`` (``logging.tensorboard``),
+    wandb when ``logging.wandb.project`` is set; None when neither is on."""
+    c = cfg.logging
+    tb = TensorBoard(os.path.join(workdir, "tensorboard")) if c.tensorboard else None
+    w = c.get("wandb")
+    wb = None
+    if w is not None and w.project:
+        wb = Wandb(workdir, cfg.to_dict(), project=w.project, entity=w.entity, name=w.name, tags=tuple(w.tags))
+    return Writers(tb, wb) if tb is not None or wb is not None else None
+
+
 def reward_scalars(
     rewards: Mapping[str, Any],
     tasks: Sequence[str],
@@ -316,6 +409,28 @@ def _cell(text: str, limit: int) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
 
 
+def sample_rows(
+    completions: Sequence[str],
+    tasks: Sequence[str],
+    rewards: Mapping[str, Any],
+    ids: Sequence[str] | None = None,
+    *,
+    num: int = 4,
+    max_chars: int | None = 600,
+) -> tuple[list[str], list[list[Any]]]:
+    """(columns, rows) of the first ``num`` completions: id, task, each reward component (float), the completion
+    (cut to ``max_chars`` characters; None: whole)."""
+    keys = [k for k in REWARD_KEYS if k in rewards] + sorted(set(rewards) - set(REWARD_KEYS))
+    rows = []
+    for i in range(min(num, len(completions))):
+        text = completions[i]
+        if max_chars is not None and len(text) > max_chars:
+            text = text[:max_chars] + " [...]"
+        rows.append([str(ids[i] if ids is not None else i), str(tasks[i]),
+                     *(float(np.asarray(rewards[k]).reshape(-1)[i]) for k in keys), text])
+    return ["id", "task", *keys, "completion"], rows
+
+
 def samples_markdown(
     completions: Sequence[str],
     tasks: Sequence[str],
@@ -327,13 +442,10 @@ def samples_markdown(
 ) -> str:
     """A markdown table of the first ``num`` completions with their task, id and reward components, for
     ``TensorBoard.text`` (completions are untrusted text: pipes and newlines are escaped, long ones cut)."""
-    keys = [k for k in REWARD_KEYS if k in rewards] + sorted(set(rewards) - set(REWARD_KEYS))
-    head = ["id", "task", *keys, "completion"]
+    head, table = sample_rows(completions, tasks, rewards, ids, num=num, max_chars=None)  # _cell cuts them
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for i in range(min(num, len(completions))):
-        rid = ids[i] if ids is not None else str(i)
-        vals = [f"{float(np.asarray(rewards[k]).reshape(-1)[i]):.3f}" for k in keys]
-        cells = [_cell(str(rid), 80), _cell(str(tasks[i]), 16), *vals, _cell(completions[i], max_chars)]
+    for rid, task, *vals, text in table:
+        cells = [_cell(rid, 80), _cell(task, 16), *(f"{v:.3f}" for v in vals), _cell(text, max_chars)]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

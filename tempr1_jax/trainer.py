@@ -338,13 +338,15 @@ def accumulate_gradients(
     """(loss, aux, float32 grads) summed over the micro-batches (leading dim of ``micro`` and ``ref_logp``).
 
     ``grad_fn(params, micro_batch, ref) -> ((loss, aux), grads)``. The accumulators are placed like the params;
-    frozen leaves carry a scalar 0 (their gradient is zero and the frozen optimizer ignores it), so no
-    full-size buffer is kept for a frozen tower.
+    frozen leaves carry a scalar 0, in the result too (their gradient is zero and the frozen optimizer ignores
+    it), so no full-size buffer is kept for a frozen tower or a LoRA run's base.
     """
     take = lambda tree, i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
+    mask = trainable if trainable is not None else jax.tree.map(lambda _: True, params)
     if micro_batches == 1:
         (loss, aux), g = grad_fn(params, take(micro, 0), None if ref_logp is None else ref_logp[0])
-        return loss, aux, jax.tree.map(lambda x: x.astype(jnp.float32), g)
+        return loss, aux, jax.tree.map(
+            lambda x, t: x.astype(jnp.float32) if _is_trainable(t) else jnp.zeros((), jnp.float32), g, mask)
     aux_shape = jax.eval_shape(
         lambda p: grad_fn(p, take(micro, 0), None if ref_logp is None else ref_logp[0])[0][1], params
     )
@@ -354,7 +356,6 @@ def accumulate_gradients(
         "max": jax.tree.map(lambda s: jnp.full(s.shape, -jnp.inf, s.dtype), aux_shape["max"]),
         "min": jax.tree.map(lambda s: jnp.full(s.shape, jnp.inf, s.dtype), aux_shape["min"]),
     }
-    mask = trainable if trainable is not None else jax.tree.map(lambda _: True, params)
     g0 = jax.tree.map(lambda p, t: jnp.zeros(p.shape if _is_trainable(t) else (), jnp.float32), params, mask)
     if param_sharding is not None:
         g0 = jax.tree.map(
@@ -370,18 +371,21 @@ def accumulate_gradients(
         return (loss_acc + loss, grpo.merge_aux(aux_acc, aux), g_acc), None
 
     (loss, aux, g), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), init_aux, g0), (micro, ref_logp))
-    g = jax.tree.map(lambda a, p, t: a if _is_trainable(t) else jnp.zeros(p.shape, jnp.float32), g, params, mask)
     return loss, aux, g
 
 
 def apply_if_finite(
-    tx: optax.GradientTransformation, grads: Params, opt_state: Any, params: Params, loss: jax.Array
+    tx: optax.GradientTransformation, grads: Params, opt_state: Any, params: Params, loss: jax.Array,
+    trainable: Any | None = None,
 ) -> tuple[Params, Any, jax.Array]:
-    """One optax update, kept only when the loss and every gradient are finite: (params, opt_state, finite)."""
+    """One optax update, kept only when the loss and every gradient are finite: (params, opt_state, finite).
+    Frozen leaves (``trainable`` False; their grads may be scalar zeros) are returned as they are."""
     finite = jnp.isfinite(loss) & _tree_all_finite(grads)
     updates, new_opt = tx.update(grads, opt_state, params)
-    new_params = optax.apply_updates(params, updates)
-    params = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_params, params)
+    mask = trainable if trainable is not None else jax.tree.map(lambda _: True, params)
+    params = jax.tree.map(
+        lambda p, u, t: jnp.where(finite, optax.apply_updates(p, u), p) if _is_trainable(t) else p,
+        params, updates, mask)  # fmt: skip
     opt_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_opt, opt_state)
     return params, opt_state, finite
 
@@ -420,8 +424,11 @@ def train_step(
     schedule: optax.Schedule | None = None,
     state_sharding: TrainState | None = None,
     batch_sharding: NamedSharding | None = None,
+    reference: Callable[[Params], Params] | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One rollout batch -> ``grpo.num_iterations`` optimizer updates (pure; jit it with ``make_train_step``).
+    ``reference(params)`` gives the KL reference's params from the policy's (LoRA: the adapters off, no second
+    copy of the weights); None uses ``state.ref_params``.
 
     Metrics (float32 scalars, averaged over the mu updates): loss, pg_loss, kl_loss and kl (beta > 0),
     clip/low, clip/high, clip/region, ratio/mean, ratio/min, ratio/max, entropy, tokens, grad_norm, lr,
@@ -431,7 +438,7 @@ def train_step(
     mu, G = cfg.num_iterations, cfg.num_generations
     shards = 1 if batch_sharding is None else sharding.batch_shards(batch_sharding.mesh)
     check_batch(batch, G, micro_batches, shards, mu)
-    if cfg.beta > 0 and state.ref_params is None:
+    if cfg.beta > 0 and state.ref_params is None and reference is None:
         raise ValueError("train_step: grpo.beta > 0 but the state has no ref_params")
     constrain = (lambda t: t) if batch_sharding is None else (
         lambda t: jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), t))  # fmt: skip
@@ -446,7 +453,7 @@ def train_step(
 
     ref_logp = None
     if cfg.beta > 0:  # the reference's log-probs, one micro-batch at a time
-        ref_params = jax.lax.stop_gradient(state.ref_params)
+        ref_params = jax.lax.stop_gradient(state.ref_params if reference is None else reference(state.params))
         ref_body = lambda _, mb: (None, jax.lax.stop_gradient(  # noqa: E731
             policy_fn(ref_params, constrain(mb["inputs"]))[0].astype(jnp.float32)))
         _, ref_logp = jax.lax.scan(ref_body, None, micro)
@@ -465,7 +472,7 @@ def train_step(
         applied = state.step * mu + i - skipped  # optimizer updates applied so far (schedule position)
         loss, aux, grads = accumulate_gradients(grad_fn, params, micro, ref_logp, micro_batches, trainable,
                                                 param_sharding)
-        params, opt_state, finite = apply_if_finite(tx, grads, opt_state, params, loss)
+        params, opt_state, finite = apply_if_finite(tx, grads, opt_state, params, loss, trainable)
         m = grpo.finalize_aux(aux)
         m["grad_norm"] = optax.tree.norm(grads)
         m["lr"] = jnp.asarray(schedule(applied) if schedule is not None else jnp.nan, jnp.float32)
@@ -501,7 +508,8 @@ def make_train_step(
       options: ``train_step``'s other settings: ``micro_batches`` (gradient accumulation: each update sums
         gradients over this many slices of the batch, the loss normalized over the whole batch, so the result
         equals one big batch), ``trainable`` (bool tree from trainable_mask; frozen params get no gradient and
-        no backward pass), ``schedule`` (the learning-rate schedule, only to report ``lr``).
+        no backward pass), ``schedule`` (the learning-rate schedule, only to report ``lr``), ``reference``
+        (the KL reference's params as a function of the policy's, instead of ``state.ref_params``).
     """
     if options.get("micro_batches", 1) < 1:
         raise ValueError(f"micro_batches={options['micro_batches']}: must be >= 1")

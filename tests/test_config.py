@@ -116,8 +116,8 @@ def test_extra_flags_and_the_exit_path(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "error: unknown config key 'grpo.bta' in '--config.grpo.bta=1': grpo has no 'bta' (it has: "
-        "advantage_ddof, advantage_eps, advantage_scale, aggregation, beta, eps_high, eps_low, "
-        "importance_level, kl_estimator, norm_constant, num_generations, num_iterations)"
+        "advantage_ddof, advantage_eps, advantage_scale, aggregation, beta, dynamic_sampling, eps_high, eps_low, "
+        "importance_level, kl_estimator, max_draws_per_step, norm_constant, num_generations, num_iterations)"
     ]
 
 

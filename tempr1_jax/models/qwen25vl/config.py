@@ -143,6 +143,42 @@ PRESETS = ("tiny", "3b", "7b")  # ``preset(name)``
 
 
 @dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters (``tempr1_jax.models.qwen25vl.lora``) on the projection kernels whose param path fully
+    matches ``targets``: ``W x + (alpha / rank) B A x``. rank 0: no adapters (the default)."""
+
+    rank: int = 0
+    alpha: float = 16.0
+    targets: str = r"text/layers/(q|k|v|o|gate|up|down)_kernel"
+    dropout: float = 0.0
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank if self.rank else 0.0
+
+    def validate(self) -> LoraConfig:
+        import re
+
+        from tempr1_jax.models.qwen25vl import lora  # the eligible kernels
+
+        if not (isinstance(self.rank, int) and self.rank >= 0):
+            raise ValueError(f"lora.rank={self.rank!r}: must be an integer >= 0 (0: no adapters)")
+        if not self.alpha > 0:
+            raise ValueError(f"lora.alpha={self.alpha!r}: must be > 0")
+        if self.dropout != 0:
+            raise ValueError(f"lora.dropout={self.dropout!r}: only 0 is supported (no dropout RNG reaches the "
+                             "policy's forward pass)")
+        try:
+            re.compile(self.targets)
+        except re.error as e:
+            raise ValueError(f"lora.targets={self.targets!r}: not a valid regex: {e}") from None
+        if self.rank and not lora.targeted(self):
+            raise ValueError(f"lora.targets={self.targets!r}: matches no projection kernel; they are "
+                             f"{', '.join(lora.ELIGIBLE)}")
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
 class Qwen25VLConfig:
     """Full model config. ``dtype`` is the compute dtype, ``param_dtype`` the storage dtype of parameters.
 
@@ -153,6 +189,7 @@ class Qwen25VLConfig:
       so that long sequences never hold [B, H, L, L] fp32 scores at once (TPU / CPU memory).
     scan_layers: run the stacked blocks with one ``lax.scan`` (fast compiles for deep models); False unrolls
       them (longer compiles, usually faster steps, markedly so on CPU).
+    lora: low-rank adapters (``LoraConfig``; rank 0, the default, builds none).
     """
 
     text: TextConfig
@@ -171,9 +208,11 @@ class Qwen25VLConfig:
     remat: str = "none"
     attention_chunk: int = 0
     scan_layers: bool = True
+    lora: LoraConfig = LoraConfig()
 
     def validate(self) -> Qwen25VLConfig:
         self.text.validate()
+        self.lora.validate()
         self.vision.validate()
         if self.vision.out_hidden_size != self.text.hidden_size:
             raise ValueError(

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
+from tempr1_jax.models.qwen25vl import lora
 from tempr1_jax.models.qwen25vl.config import Qwen25VLConfig
 from tempr1_jax.sharding import BATCH_AXES
 
@@ -69,6 +70,33 @@ def _rotate_half(x: Array) -> Array:
 def _dense(x: Array, kernel: Array, bias: Array | None = None) -> Array:
     y = jnp.matmul(x, kernel.astype(x.dtype))
     return y if bias is None else y + bias.astype(x.dtype)
+
+
+def _add_adapters(module: nnx.Module, cfg: Qwen25VLConfig, prefix: str, rngs: nnx.Rngs | None) -> None:
+    """``<kernel>_lora_a`` (he-uniform) and ``<kernel>_lora_b`` (zeros) float32 ``nnx.LoRAParam``s beside every
+    kernel of ``module`` (param paths ``prefix/<kernel>``) that ``cfg.lora.targets`` selects."""
+    for path in lora.targeted(cfg.lora):
+        if not path.startswith(prefix + "/"):
+            continue
+        name, stacked = path[len(prefix) + 1:], lora.ELIGIBLE[path]
+        kernel = getattr(module, name)
+        a_shape, b_shape = lora.shapes_of(tuple(kernel.shape), stacked, cfg.lora.rank)
+        spec = tuple(kernel.get_metadata().get("out_sharding") or (None,) * kernel.ndim)
+        lead = spec[:1] if stacked else ()
+        a_spec, b_spec = (*lead, spec[len(lead)], None), (*lead, None, *spec[len(lead) + 1:])
+        bound = np.sqrt(6.0 / a_shape[-2])  # he-uniform over the fan-in (nnx.LoRA's default for A)
+        a = jax.random.uniform(rngs.params(), a_shape, jnp.float32, -bound, bound)
+        setattr(module, f"{name}_lora_a", nnx.LoRAParam(a, out_sharding=a_spec, eager_sharding=False))
+        setattr(module, f"{name}_lora_b", nnx.LoRAParam(jnp.zeros(b_shape, jnp.float32), out_sharding=b_spec,
+                                                        eager_sharding=False))
+
+
+def _proj(p: dict, name: str, x: Array, bias: Array | None, scale: float) -> Array:
+    """``x @ p[name] (+ bias)``, plus the low-rank path when ``p`` holds the kernel's adapters."""
+    y = _dense(x, p[name], bias)
+    if name + "_lora_a" in p:
+        y = y + lora.delta(x, p[name + "_lora_a"], p[name + "_lora_b"], scale)
+    return y
 
 
 def shard_batch(x: Array) -> Array:
@@ -128,6 +156,7 @@ class VisionBlocks(nnx.Module):
         self.up_bias = _param(rngs, "zeros", (n, i), (None, "tp"), dt)
         self.down_kernel = _param(rngs, "normal", (n, i, d), (None, "tp", "fsdp"), dt)
         self.down_bias = _param(rngs, "zeros", (n, d), (None, None), dt)
+        _add_adapters(self, cfg, "visual/blocks", rngs)
 
     def arrays(self) -> dict[str, Array]:
         return {k: v[...] for k, v in vars(self).items() if isinstance(v, nnx.Param)}
@@ -144,13 +173,16 @@ class PatchMerger(nnx.Module):
         self.fc1_bias = _param(rngs, "zeros", (d4,), ("tp",), dt)
         self.fc2_kernel = _param(rngs, "normal", (d4, v.out_hidden_size), ("tp", "fsdp"), dt)
         self.fc2_bias = _param(rngs, "zeros", (v.out_hidden_size,), (None,), dt)
+        self.lora_scale = cfg.lora.scale
+        _add_adapters(self, cfg, "visual/merger", rngs)
 
     def __call__(self, x: Array, eps: float, merge_unit: int) -> Array:
-        x = _rms_norm(x, self.ln_q[...], eps)
+        p = {k: v[...] for k, v in vars(self).items() if isinstance(v, nnx.Param)}
+        x = _rms_norm(x, p["ln_q"], eps)
         x = x.reshape(x.shape[0] // merge_unit, -1)
-        x = _dense(x, self.fc1_kernel[...], self.fc1_bias[...])
+        x = _proj(p, "fc1_kernel", x, p["fc1_bias"], self.lora_scale)
         x = jax.nn.gelu(x, approximate=False)
-        return _dense(x, self.fc2_kernel[...], self.fc2_bias[...])
+        return _proj(p, "fc2_kernel", x, p["fc2_bias"], self.lora_scale)
 
 
 def _vision_rope(pos: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
@@ -193,13 +225,15 @@ class VisionTower(nnx.Module):
         cos, sin = _vision_rope(vision["pos"], v.head_dim, v.rope_theta)
         full = jnp.asarray(np.isin(np.arange(v.depth), v.fullatt_block_indexes))  # per-layer attention kind
         heads, hd = v.num_heads, v.head_dim
-        impl = cfg.attention_impl
+        impl, scale = cfg.attention_impl, cfg.lora.scale
 
         def block(x, p_and_full):
             p, is_full = p_and_full
             h = _rms_norm(x, p["norm1"], v.rms_norm_eps)
             qkv = jnp.einsum("pd,dtk->ptk", h, p["qkv_kernel"].astype(h.dtype))
             qkv = qkv + p["qkv_bias"].astype(h.dtype)
+            if "qkv_kernel_lora_a" in p:
+                qkv = qkv + lora.delta(h, p["qkv_kernel_lora_a"], p["qkv_kernel_lora_b"], scale)
             qkv = qkv.reshape(qkv.shape[0], 3, heads, hd)
             q, k, val = qkv[:, 0], qkv[:, 1], qkv[:, 2]
             c, s = cos[:, None, :], sin[:, None, :]
@@ -218,10 +252,10 @@ class VisionTower(nnx.Module):
                 k,
                 val,
             )
-            x = x + _dense(attn.reshape(attn.shape[0], -1), p["proj_kernel"], p["proj_bias"])
+            x = x + _proj(p, "proj_kernel", attn.reshape(attn.shape[0], -1), p["proj_bias"], scale)
             h = _rms_norm(x, p["norm2"], v.rms_norm_eps)
-            g = jax.nn.silu(_dense(h, p["gate_kernel"], p["gate_bias"]))
-            x = x + _dense(g * _dense(h, p["up_kernel"], p["up_bias"]), p["down_kernel"], p["down_bias"])
+            g = jax.nn.silu(_proj(p, "gate_kernel", h, p["gate_bias"], scale))
+            x = x + _proj(p, "down_kernel", g * _proj(p, "up_kernel", h, p["up_bias"], scale), p["down_bias"], scale)
             return x, None
 
         x, _ = jax.lax.scan(
@@ -253,6 +287,7 @@ class TextLayers(nnx.Module):
         self.gate_kernel = _param(rngs, "normal", (n, d, i), (None, "fsdp", "tp"), dt)
         self.up_kernel = _param(rngs, "normal", (n, d, i), (None, "fsdp", "tp"), dt)
         self.down_kernel = _param(rngs, "normal", (n, i, d), (None, "tp", "fsdp"), dt)
+        _add_adapters(self, cfg, "text/layers", rngs)
 
     def arrays(self) -> dict[str, Array]:
         return {k: v[...] for k, v in vars(self).items() if isinstance(v, nnx.Param)}
@@ -331,9 +366,10 @@ class TextModel(nnx.Module):
         t = self.cfg.text
         h = _rms_norm(x, p["input_norm"], t.rms_norm_eps)
         b, seq = h.shape[:2]
-        q = _dense(h, p["q_kernel"], p["q_bias"]).reshape(b, seq, t.num_attention_heads, t.head_dim)
-        k = _dense(h, p["k_kernel"], p["k_bias"]).reshape(b, seq, t.num_key_value_heads, t.head_dim)
-        v = _dense(h, p["v_kernel"], p["v_bias"]).reshape(b, seq, t.num_key_value_heads, t.head_dim)
+        s = self.cfg.lora.scale
+        q = _proj(p, "q_kernel", h, p["q_bias"], s).reshape(b, seq, t.num_attention_heads, t.head_dim)
+        k = _proj(p, "k_kernel", h, p["k_bias"], s).reshape(b, seq, t.num_key_value_heads, t.head_dim)
+        v = _proj(p, "v_kernel", h, p["v_bias"], s).reshape(b, seq, t.num_key_value_heads, t.head_dim)
         c, s = cos[:, :, None, :], sin[:, :, None, :]
         q = q * c + _rotate_half(q) * s
         k = k * c + _rotate_half(k) * s
@@ -342,10 +378,11 @@ class TextModel(nnx.Module):
     def _finish(self, p: dict, x: Array, attn: Array) -> Array:
         t = self.cfg.text
         b, seq = attn.shape[:2]
-        x = x + _dense(attn.reshape(b, seq, -1), p["o_kernel"])
+        s = self.cfg.lora.scale
+        x = x + _proj(p, "o_kernel", attn.reshape(b, seq, -1), None, s)
         h = _rms_norm(x, p["post_norm"], t.rms_norm_eps)
-        g = jax.nn.silu(_dense(h, p["gate_kernel"]))
-        return x + _dense(g * _dense(h, p["up_kernel"]), p["down_kernel"])
+        g = jax.nn.silu(_proj(p, "gate_kernel", h, None, s))
+        return x + _proj(p, "down_kernel", g * _proj(p, "up_kernel", h, None, s), None, s)
 
     def _attend(self, q: Array, k: Array, v: Array, attention_mask: Array) -> Array:
         """Causal self-attention over [B, L] with a key padding mask (1 = token)."""

@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
 
+from tempr1_jax.models.qwen25vl import lora
 from tempr1_jax.models.qwen25vl.config import Qwen25VLConfig, from_hf_config, to_hf_dict
 from tempr1_jax.models.qwen25vl.model import Qwen25VL
 from tempr1_jax.models.qwen25vl.sharding import param_partition_specs
@@ -375,6 +376,8 @@ def export_hf_checkpoint(
 
     dtype: "bfloat16" (as released) or "float32". Tensors are fetched one at a time. Tokenizer / processor
     files (tokenizer.json, chat template, preprocessor_config.json, ...) are copied from ``copy_aux_from``.
+    A model with LoRA adapters is exported merged: each adapted kernel is written as ``W + (alpha / r) A B``
+    (computed in float32), so the directory is a plain Qwen2.5-VL.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -383,10 +386,14 @@ def export_hf_checkpoint(
     sources = hf_sources(cfg)
     state = nnx.state(model, nnx.Param)
     tensors: dict[str, np.ndarray] = {}
+    merged = lora.merged_kernels(lora.flat(state), cfg) if cfg.lora.rank else {}
 
     def collect(names: tuple[str, ...], var: nnx.Variable) -> None:
+        if lora.is_adapter("/".join(names)):
+            return
         src = sources[names]
-        arr = np.asarray(jax.device_get(var.get_value())).astype(np_dtype)
+        value = merged.get("/".join(names))
+        arr = np.asarray(jax.device_get(var.get_value()) if value is None else value).astype(np_dtype)
         if src.stacked:
             for i, key in enumerate(src.keys):
                 tensors[key] = np.ascontiguousarray(src.to_hf(arr[i]))
