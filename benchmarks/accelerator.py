@@ -181,7 +181,7 @@ def jax_side(args: argparse.Namespace, workdir: str) -> dict[str, Any]:
         peak = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
         fb_s, logp = policy_forward_backward(graphdef, cfg, state.params, batch)
     r_s, u_s = (float(np.median([t[i] for t in times[1:]])) for i in (0, 1))
-    L, T = batch.inputs["input_ids"].shape[1], args.new_tokens
+    L, T = batch.inputs["prompt_ids"].shape[1] + args.new_tokens, args.new_tokens
     res = {
         "device_kind": jax.devices()[0].device_kind,
         "devices": jax.device_count(),
@@ -242,7 +242,9 @@ def export(graphdef: Any, params: Any, batch: Any, logp: Any, shapes: dict, pixe
     qparams.export_hf_checkpoint(
         model, os.path.join(workdir, "hf"), dtype="float32" if model.cfg.dtype == "float32" else "bfloat16"
     )
-    inp = jax.device_get(batch.inputs)
+    from tempr1_jax import policy
+
+    inp = jax.device_get(batch.inputs) | jax.device_get(policy.full_rows(batch.inputs))
     grid = np.asarray(shapes["video_grid_thw"], np.int64)
     np.savez(
         os.path.join(workdir, "inputs.npz"),

@@ -114,23 +114,28 @@ def assemble(prompts: Mapping[str, Any], rollout: Mapping[str, Array], rewards: 
              sample_mask: Array | None = None, *, pad_id: int, with_old_logp: bool = True) -> TrainBatch:
     """Prompt rows (Bp) + their G completions each -> the train_step batch (B = Bp * G rows, jit-compatible).
 
-    Row b's completion token t sits at position L + t and has M-RoPE position max(prompt positions) + 1 + t
-    on all three axes (text after the prompt), exactly where the rollout's KV cache put it. The policy's
-    inputs: input_ids, attention_mask [B, L + T]; position_ids [B, 3, L + T]; vision (per prompt);
-    completion_tokens [B, T]. ``old_logp`` is the rollout's log-probs with ``with_old_logp``, else None (on-policy).
+    The prompts stay one row each (the policy computes a prompt once for its G completions: ``grouped``).
+    Row b's completion token t comes after its prompt's L tokens with M-RoPE position
+    max(prompt positions) + 1 + t on all three axes (text after the prompt), exactly where the rollout's KV
+    cache put it. The policy's inputs: prompt_ids, prompt_mask [Bp, L]; prompt_positions [Bp, 3, L]; vision
+    (per prompt); completion_ids (the tokens, the pad id past EOS), completion_attention [B, T];
+    completion_positions [B, 3, T]; completion_tokens [B, T] (the targets). ``old_logp`` is the rollout's
+    log-probs with ``with_old_logp``, else None (on-policy).
     """
     tokens, cmask = rollout["tokens"], rollout["completion_mask"]
     g = tokens.shape[0] // prompts["input_ids"].shape[0]
     rep = lambda x: jnp.repeat(jnp.asarray(x), g, axis=0)  # noqa: E731
     t = tokens.shape[1]
-    pos = rep(prompts["position_ids"])
-    start = jnp.max(pos, axis=(1, 2)) + 1
-    cpos = jnp.broadcast_to((start[:, None] + jnp.arange(t))[:, None, :], (pos.shape[0], 3, t))
+    start = rep(jnp.max(jnp.asarray(prompts["position_ids"]), axis=(1, 2)) + 1)
+    cpos = jnp.broadcast_to((start[:, None] + jnp.arange(t))[:, None, :], (tokens.shape[0], 3, t))
     inputs = {
-        "input_ids": jnp.concatenate([rep(prompts["input_ids"]), jnp.where(cmask, tokens, pad_id)], axis=1),
-        "attention_mask": jnp.concatenate([rep(prompts["attention_mask"]), cmask.astype(jnp.int32)], axis=1),
-        "position_ids": jnp.concatenate([pos, cpos.astype(pos.dtype)], axis=2),
+        "prompt_ids": jnp.asarray(prompts["input_ids"]),
+        "prompt_mask": jnp.asarray(prompts["attention_mask"]),
+        "prompt_positions": jnp.asarray(prompts["position_ids"]),
         "vision": prompts["vision"],
+        "completion_ids": jnp.where(cmask, tokens, pad_id),
+        "completion_attention": cmask.astype(jnp.int32),
+        "completion_positions": cpos.astype(jnp.asarray(prompts["position_ids"]).dtype),
         "completion_tokens": tokens,
     }
     return TrainBatch(
@@ -142,30 +147,45 @@ def assemble(prompts: Mapping[str, Any], rollout: Mapping[str, Array], rewards: 
     )
 
 
+def full_rows(inputs: Mapping[str, Any]) -> dict[str, Array]:
+    """``assemble``'s inputs as the B concatenated rows [prompt, completion] a plain forward takes (e.g. the
+    transformers side of a comparison): input_ids, attention_mask [B, L + T]; position_ids [B, 3, L + T]."""
+    g = inputs["completion_ids"].shape[0] // inputs["prompt_ids"].shape[0]
+    rep = lambda x: jnp.repeat(x, g, axis=0)  # noqa: E731
+    return {
+        "input_ids": jnp.concatenate([rep(inputs["prompt_ids"]), inputs["completion_ids"]], axis=1),
+        "attention_mask": jnp.concatenate([rep(inputs["prompt_mask"]), inputs["completion_attention"]], axis=1),
+        "position_ids": jnp.concatenate([rep(inputs["prompt_positions"]), inputs["completion_positions"]], axis=2),
+    }
+
+
+def completion_hidden(model: Any, inputs: Mapping[str, Any]) -> Array:
+    """The hidden states [B, T, D] that predict the completion tokens: the prompt's last position for token 0
+    (prompts are left padded), then completion position t - 1 for token t. Each prompt is computed once for
+    its G completions (``Qwen25VL.grouped``); vision features go to the prompt's pads only."""
+    feats = vision_features_per_prompt(model, inputs["vision"])
+    hp, hc = model.grouped(inputs["prompt_ids"], jnp.swapaxes(inputs["prompt_positions"], 0, 1),
+                           inputs["prompt_mask"], inputs["completion_ids"],
+                           jnp.swapaxes(inputs["completion_positions"], 0, 1), inputs["completion_attention"],
+                           vision_features=feats)
+    g = hc.shape[0] // hp.shape[0]
+    return jnp.concatenate([jnp.repeat(hp[:, -1:], g, axis=0), hc[:, :-1]], axis=1)
+
+
 def make_policy_fn(graphdef: Any, *, temperature: float = 1.0, chunk_size: int = 256
                    ) -> Callable[[Any, Mapping[str, Any]], tuple[Array, Array]]:
     """The trainer's seam: ``policy_fn(params, inputs) -> (logp [B, T], entropy [B, T])`` over completion tokens
     (``inputs``: ``assemble``'s ``TrainBatch.inputs``).
 
     Log-probs are of the temperature-scaled distribution the rollout sampled from, computed in chunks of
-    ``chunk_size`` positions (never the full [B, T, V] fp32 logits at once). The vision tower runs once per
-    prompt and its features are repeated for the prompt's completions.
+    ``chunk_size`` positions (never the full [B, T, V] fp32 logits at once). The vision tower and the prompt run
+    once per prompt and serve its G completions.
     """
 
-    def policy_fn(params: Any, batch: Mapping[str, Any]) -> tuple[Array, Array]:
+    def policy_fn(params: Any, inputs: Mapping[str, Any]) -> tuple[Array, Array]:
         model = nnx.merge(graphdef, params)
-        ids = batch["input_ids"]
-        feats = vision_features_per_prompt(model, batch["vision"])
-        feats = jnp.repeat(feats, ids.shape[0] // feats.shape[0], axis=0)
-        t = batch["completion_tokens"].shape[1]
-        # Vision features go to the prompt's pads only: a completion that sampled a pad id saw it as text.
-        in_prompt = jnp.broadcast_to(jnp.arange(ids.shape[1]) < ids.shape[1] - t, ids.shape)
-        hidden = model(ids, jnp.swapaxes(batch["position_ids"], 0, 1), batch["attention_mask"],
-                       vision_features=feats, vision_mask=in_prompt)
-        start = ids.shape[1] - t - 1  # the hidden state at position L - 1 + i predicts completion token i
-        hidden = jax.lax.slice_in_dim(hidden, start, start + t, axis=1)
-        return token_logprobs_and_entropy(hidden, model, batch["completion_tokens"], chunk_size=chunk_size,
-                                          temperature=temperature)
+        return token_logprobs_and_entropy(completion_hidden(model, inputs), model, inputs["completion_tokens"],
+                                          chunk_size=chunk_size, temperature=temperature)
 
     return policy_fn
 

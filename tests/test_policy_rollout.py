@@ -1,6 +1,8 @@
 """The rollout sampler and the policy seam on a tiny random Qwen2.5-VL: sampling rules, EOS handling, the
 sampler's log-probs equal the policy's (on-policy ratio 1), compile-once, and a GRPO step on the result."""
 
+import dataclasses
+
 import batches
 import jax
 import jax.numpy as jnp
@@ -11,7 +13,7 @@ from flax import nnx
 
 from tempr1_jax import grpo, policy, rollout, trainer
 from tempr1_jax.models.qwen25vl import config as qcfg
-from tempr1_jax.models.qwen25vl.model import Qwen25VL
+from tempr1_jax.models.qwen25vl.model import Qwen25VL, token_logprobs_and_entropy
 
 CFG = qcfg.preset("tiny", dtype="float32")  # fp32 compute: the log-prob comparisons are exact to ~1e-6
 EOS = CFG.eos_token_id[0]
@@ -55,19 +57,26 @@ def sampling(**kw):
     return rollout.SamplingConfig(**{**base, **kw})
 
 
+def concatenated(m, prompts, out):
+    """The rows [prompt, completion] of a rollout as one plain forward takes them (the reference the grouped
+    training forward must equal): ids, positions [3, B, L + T], mask, vision features per row."""
+    x = policy.assemble(prompts, out, jnp.zeros(out["tokens"].shape[0]), pad_id=PAD).inputs
+    rows = policy.full_rows(x)
+    g = x["completion_ids"].shape[0] // x["prompt_ids"].shape[0]
+    feats = jnp.repeat(policy.vision_features_per_prompt(m, x["vision"]), g, axis=0)
+    return rows["input_ids"], rows["position_ids"].swapaxes(0, 1), rows["attention_mask"], feats
+
+
 def test_greedy_tokens_are_the_argmax_of_the_full_forward(model):
     graphdef, params = model
     prompts = prompts_of()
     out = rollout.make_generate(graphdef, sampling())(params, prompts, jax.random.PRNGKey(0))
-    batch = policy.assemble(prompts, out, jnp.zeros(2), pad_id=PAD)
     m = nnx.merge(graphdef, params)
-    inputs = batch.inputs
-    feats = jnp.repeat(policy.vision_features_per_prompt(m, inputs["vision"]), 1, axis=0)
-    hidden = m(inputs["input_ids"], jnp.swapaxes(inputs["position_ids"], 0, 1), inputs["attention_mask"],
-               vision_features=feats)
+    ids, pos, mask, feats = concatenated(m, prompts, out)
+    hidden = m(ids, pos, mask, vision_features=feats)
     logits = jnp.einsum("bld,dv->blv", hidden, m.head_weight())
     t = out["tokens"].shape[1]
-    start = inputs["input_ids"].shape[1] - t - 1
+    start = ids.shape[1] - t - 1
     greedy = np.asarray(jnp.argmax(logits[:, start: start + t], axis=-1))
     mask = np.asarray(out["completion_mask"])
     np.testing.assert_array_equal(np.asarray(out["tokens"])[mask], greedy[mask])
@@ -102,6 +111,39 @@ def test_a_completion_that_samples_a_vision_pad_id_keeps_its_log_probs(model):
     batch = policy.assemble(prompts, out, jnp.zeros(tokens.shape[0]), pad_id=PAD)
     logp, _ = policy.make_policy_fn(graphdef, temperature=4.0, chunk_size=4)(params, batch.inputs)
     np.testing.assert_allclose(np.asarray(logp)[mask], np.asarray(out["logp"])[mask], atol=2e-5)
+
+
+@pytest.mark.parametrize("chunk", [0, 4])
+def test_each_prompt_computed_once_equals_the_concatenated_rows(model, chunk):
+    """policy_fn runs a prompt once for its G completions (Qwen25VL.grouped); its log-probs, entropies and
+    gradients equal those of the plain forward over the G concatenated rows [prompt, completion] (with
+    attention in query blocks too: model.attention_chunk)."""
+    graphdef, params = model
+    if chunk:
+        graphdef, params = nnx.split(Qwen25VL(dataclasses.replace(CFG, attention_chunk=chunk), rngs=nnx.Rngs(0)))
+    prompts = prompts_of(3)
+    out = rollout.make_generate(graphdef, sampling(group_size=3, temperature=1.0, max_new_tokens=7))(
+        params, prompts, jax.random.PRNGKey(2))
+    batch = policy.assemble(prompts, out, jnp.zeros(6), pad_id=PAD)
+    fn = policy.make_policy_fn(graphdef, temperature=1.0, chunk_size=4)
+    t = out["tokens"].shape[1]
+
+    def plain(p):
+        m = nnx.merge(graphdef, p)
+        ids, pos, mask, feats = concatenated(m, prompts, out)
+        in_prompt = jnp.broadcast_to(jnp.arange(ids.shape[1]) < ids.shape[1] - t, ids.shape)
+        h = m(ids, pos, mask, vision_features=feats, vision_mask=in_prompt)[:, ids.shape[1] - t - 1 : -1]
+        return token_logprobs_and_entropy(h, m, out["tokens"], chunk_size=4)
+
+    cmask = np.asarray(out["completion_mask"])
+    (lp, ent), (lp0, ent0) = fn(params, batch.inputs), plain(params)
+    np.testing.assert_allclose(np.asarray(lp)[cmask], np.asarray(lp0)[cmask], atol=2e-5)
+    np.testing.assert_allclose(np.asarray(ent)[cmask], np.asarray(ent0)[cmask], atol=2e-5)
+    loss = lambda f: lambda p: jnp.sum(jnp.where(cmask, f(p)[0], 0.0))  # noqa: E731
+    g1 = jax.grad(loss(lambda p: fn(p, batch.inputs)))(params)
+    g0 = jax.grad(loss(plain))(params)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
 
 
 def test_top_k_1_and_tiny_top_p_are_greedy(model):

@@ -384,10 +384,13 @@ class TextModel(nnx.Module):
         g = jax.nn.silu(_proj(p, "gate_kernel", h, None, s))
         return x + _proj(p, "down_kernel", g * _proj(p, "up_kernel", h, None, s), None, s)
 
-    def _attend(self, q: Array, k: Array, v: Array, attention_mask: Array) -> Array:
-        """Causal self-attention over [B, L] with a key padding mask (1 = token)."""
+    def _attend(self, q: Array, k: Array, v: Array, attention_mask: Array, q_offset: int = 0) -> Array:
+        """Causal attention of queries q [B, Lq] at positions ``q_offset + i`` over keys [B, Lk] with a key padding
+        mask [B, Lk] (1 = token): query i sees the keys at positions <= q_offset + i. Self-attention is
+        ``q_offset = 0``, Lq = Lk; a group's completions over their prompt's keys and their own use Lq = T,
+        Lk = prompt + T, ``q_offset`` = prompt length."""
         impl = self.cfg.attention_impl
-        if impl == "cudnn":  # cuDNN flash attention: causal + per-row lengths (assumes right padding)
+        if impl == "cudnn" and q_offset == 0:  # cuDNN flash attention: causal + per-row lengths (right padding)
             lengths = jnp.sum(attention_mask.astype(jnp.int32), axis=-1)
             return jax.nn.dot_product_attention(
                 q,
@@ -398,16 +401,18 @@ class TextModel(nnx.Module):
                 key_value_seq_lengths=lengths,
                 implementation="cudnn",
             )
+        impl = "xla" if impl == "cudnn" else impl
         b, seq = q.shape[:2]
+        keys = k.shape[1]
         key_ok = attention_mask.astype(bool)[:, None, None, :]
         chunk = self.cfg.attention_chunk
         if not chunk or seq <= chunk:
-            causal = jnp.tril(jnp.ones((seq, seq), bool))
+            causal = (q_offset + jnp.arange(seq))[:, None] >= jnp.arange(keys)[None, :]
             return jax.nn.dot_product_attention(
                 q, k, v, mask=causal[None, None] & key_ok, implementation=impl
             )
-        # Query blocks of ``chunk`` rows, each rematerialized: the [B, H, chunk, L] fp32 scores of one block
-        # exist at a time instead of [B, H, L, L].
+        # Query blocks of ``chunk`` rows, each rematerialized: the [B, H, chunk, Lk] fp32 scores of one block
+        # exist at a time instead of [B, H, Lq, Lk].
         n = -(-seq // chunk)
         qp = jnp.pad(q, ((0, 0), (0, n * chunk - seq), (0, 0), (0, 0)))
         qp = qp.reshape(b, n, chunk, *q.shape[2:]).swapaxes(0, 1)
@@ -415,8 +420,8 @@ class TextModel(nnx.Module):
         @jax.checkpoint
         def block(args):
             qi, i = args
-            rows = i * chunk + jnp.arange(chunk)
-            causal = rows[:, None] >= jnp.arange(seq)[None, :]
+            rows = q_offset + i * chunk + jnp.arange(chunk)
+            causal = rows[:, None] >= jnp.arange(keys)[None, :]
             return jax.nn.dot_product_attention(
                 qi, k, v, mask=causal[None, None] & key_ok, implementation=impl
             )
@@ -441,6 +446,36 @@ class TextModel(nnx.Module):
             _remat(layer, self.cfg.remat), x, self.layers.arrays(), unroll=not self.cfg.scan_layers
         )
         return _rms_norm(x, self.norm[...], self.cfg.text.rms_norm_eps)
+
+    def grouped(
+        self, xp: Array, pos_p: Array, mask_p: Array, xc: Array, pos_c: Array, mask_c: Array
+    ) -> tuple[Array, Array]:
+        """A GRPO batch with each prompt computed once: prompts xp [Bp, Lp, D] (positions [3, Bp, Lp], mask
+        [Bp, Lp]) and their completions xc [Bp * G, T, D] (G contiguous rows per prompt; positions
+        [3, Bp * G, T], mask [Bp * G, T]). Each completion attends to its prompt's keys and causally to its own,
+        exactly as the concatenated row [prompt, completion] would, while the prompt's layers run on Bp rows
+        instead of Bp * G. Returns the final-normed hidden states (prompts [Bp, Lp, D], completions [B, T, D])."""
+        g = xc.shape[0] // xp.shape[0]
+        lp = xp.shape[1]
+        cos_p, sin_p = self.cos_sin(pos_p, xp.dtype)
+        cos_c, sin_c = self.cos_sin(pos_c, xc.dtype)
+        mask_all = jnp.concatenate([jnp.repeat(mask_p, g, axis=0), mask_c], axis=1)
+
+        def layer(carry, p):
+            xp, xc = shard_batch(carry[0]), shard_batch(carry[1])
+            qp, kp, vp = self._qkv(p, xp, cos_p, sin_p)
+            qc, kc, vc = self._qkv(p, xc, cos_c, sin_c)
+            xp_new = self._finish(p, xp, self._attend(qp, kp, vp, mask_p))
+            k = jnp.concatenate([jnp.repeat(kp, g, axis=0), kc], axis=1)
+            v = jnp.concatenate([jnp.repeat(vp, g, axis=0), vc], axis=1)
+            xc_new = self._finish(p, xc, self._attend(qc, k, v, mask_all, q_offset=lp))
+            return (shard_batch(xp_new), shard_batch(xc_new)), None
+
+        (xp, xc), _ = jax.lax.scan(
+            _remat(layer, self.cfg.remat), (xp, xc), self.layers.arrays(), unroll=not self.cfg.scan_layers
+        )
+        eps = self.cfg.text.rms_norm_eps
+        return _rms_norm(xp, self.norm[...], eps), _rms_norm(xc, self.norm[...], eps)
 
     def prefill(
         self, x: Array, position_ids: Array, attention_mask: Array, cache: KVCache
@@ -618,6 +653,29 @@ class Qwen25VL(nnx.Module):
         _check_text(input_ids, position_ids, attention_mask)
         x = self.embed(input_ids, vision, vision_features, vision_mask)
         return self.text(x, position_ids, attention_mask)
+
+    def grouped(
+        self,
+        prompt_ids: Array,
+        prompt_positions: Array,
+        prompt_mask: Array,
+        completion_ids: Array,
+        completion_positions: Array,
+        completion_mask: Array,
+        vision_features: Array | None = None,
+    ) -> tuple[Array, Array]:
+        """Final hidden states of prompts [Bp, Lp] and their G completions each [Bp * G, T], each prompt computed
+        once (``TextModel.grouped``): the same values as the forward of the concatenated rows. Positions are
+        [3, rows, length]; ``vision_features`` [Bp, F, D] go to the prompts' visual pads only (a completion
+        that sampled a pad id embeds it as the text token it was when it was sampled)."""
+        _check_text(prompt_ids, prompt_positions, prompt_mask)
+        _check_text(completion_ids, completion_positions, completion_mask)
+        if completion_ids.shape[0] % prompt_ids.shape[0]:
+            raise ValueError(f"{completion_ids.shape[0]} completion rows are not a multiple of "
+                             f"{prompt_ids.shape[0]} prompts")
+        xp = self.embed(prompt_ids, vision_features=vision_features)
+        xc = self.embed(completion_ids)
+        return self.text.grouped(xp, prompt_positions, prompt_mask, xc, completion_positions, completion_mask)
 
     def logits(
         self,
