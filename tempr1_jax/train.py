@@ -16,8 +16,9 @@ The stages of a run, in the order ``main`` and ``train`` call them (each a short
   8. restore              the workdir's latest checkpoint: params, optimizer state, step, RNG, data position;
                           the steps and schedule checked, the config saved (<workdir>/config.py, preflight)
   9. the loop             batch -> rollout (rollout.Sampler) -> rewards (each sample's own task) -> assemble ->
-                          train_step (trainer) -> logs -> evaluation every N steps (evaluator) -> checkpoint
-                          every K steps, on SIGTERM / SIGINT and at the end (checkpoint)
+                          train_step (trainer), each step one call of grpo_step.step_once -> logs ->
+                          evaluation every N steps (evaluator) -> checkpoint every K steps, on SIGTERM /
+                          SIGINT and at the end (checkpoint)
 
 A SIGTERM or SIGINT before the loop ends the run at once with status 128 + signal (nothing to save yet).
 
@@ -39,18 +40,16 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 
 from data_pipeline import stream as data_stream
 from tempr1_jax import (
     checkpoint,
     configlib,
-    dynamic_sampling,
     evaluator,
     grpo,
+    grpo_step,
     policy,
     preflight,
-    rewards,
     rollout,
     setup,
     sharding,
@@ -96,28 +95,6 @@ def default_workdir(argv: Sequence[str]) -> str:
         path = argv[argv.index("--config") + 1]
     stem = os.path.splitext(os.path.basename((path or "run").split(":", 1)[0]))[0]
     return os.path.join("workdir", stem)
-
-
-@dataclasses.dataclass
-class Run:
-    """The parts of a run that the loop uses (built by ``train``'s stages)."""
-
-    cfg: ml_collections.ConfigDict
-    workdir: str
-    mesh: jax.sharding.Mesh
-    gcfg: grpo.GRPOConfig
-    tokenizer: Any
-    stream: data_stream.Stream
-    sizer: policy.VisionSizer
-    sampler: rollout.Sampler
-    assemble: Any  # jitted policy.assemble
-    train_step: Any  # jitted trainer.train_step
-    evaluator: evaluator.Evaluator | None
-    ckpt: checkpoint.Checkpointer
-    total_steps: int
-    flops_per_token: float
-    preempt: checkpoint.PreemptionWatcher
-    compiles: train_log.CompileCounter
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str, *, preempt: checkpoint.PreemptionWatcher,
@@ -180,7 +157,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, preempt: checkpoint.P
     setup.prime_rewards(stream.samples, stream.config.batch_size * G, setup.reward_kwargs(cfg))
     scfg = rollout.sampling_config(cfg.rollout, G, mcfg.eos_token_id, tokenizer)
     assemble, train_step = setup.step_functions(cfg, graphdef, gcfg, mesh, opt, scfg.pad_id)
-    run = Run(
+    run = grpo_step.Run(
         cfg=cfg, workdir=workdir, mesh=mesh, gcfg=gcfg, tokenizer=tokenizer, stream=stream, sizer=sizer,
         sampler=rollout.Sampler(graphdef, mcfg, mesh, scfg),
         assemble=assemble, train_step=train_step,
@@ -191,78 +168,6 @@ def train(cfg: ml_collections.ConfigDict, workdir: str, *, preempt: checkpoint.P
     )  # fmt: skip
     return loop(run, state)
 
-
-@dataclasses.dataclass
-class StepResult:
-    """What one step hands to the logs: its metrics and the rollout's texts and rewards (this host's rows)."""
-
-    metrics: dict[str, float]
-    completions: list[str]
-    samples: list[dict]
-    rewards: dict[str, np.ndarray]
-
-
-def rollout_draw(run: Run, params: Any, batch: data_stream.Batch, rng: jax.Array) -> dynamic_sampling.Draw:
-    """G completions per prompt of ``batch`` from ``params`` (sampled with ``rng``) and their rewards on the
-    host, each sample scored by its own task's rules."""
-    G = run.gcfg.num_generations
-    t0 = time.perf_counter()
-    roll = run.sampler(params, batch, run.sizer, rng)
-    t1 = time.perf_counter()
-    samples = [s for s in data_stream.batch_samples(batch, valid_only=False) for _ in range(G)]
-    completions = policy.decode_completions(run.tokenizer, roll.tokens, roll.completion_mask)
-    rew = rewards.compute_rewards(completions, samples, **setup.reward_kwargs(run.cfg))
-    # Dynamic sampling rebuilds the update's batch from host rows; otherwise the rollout's arrays stay on device.
-    logp = sharding.host_rows(roll.device["logp"], run.sampler.batch_sh) if run.gcfg.dynamic_sampling else None
-    device = None if run.gcfg.dynamic_sampling else (
-        roll.prompts, {k: roll.device[k] for k in ("tokens", "completion_mask", "logp")})
-    return dynamic_sampling.Draw(batch, roll.tokens, roll.completion_mask, logp, rew, completions, samples, device,
-                                 {"time/rollout": t1 - t0, "time/reward": time.perf_counter() - t1})
-
-
-_draw_keys = jax.jit(lambda key, n: tuple(jax.random.split(key, n)), static_argnums=1)
-
-
-def step_once(run: Run, state: trainer.TrainState, batch: data_stream.Batch,
-              data_seconds: float) -> tuple[trainer.TrainState, StepResult]:
-    """One GRPO step on ``batch`` (drawn in ``data_seconds``): G completions per prompt from the current policy
-    (with the state's RNG), rewards on the host, then the update. With ``grpo.dynamic_sampling`` the step draws
-    more batches until it has enough informative groups (tempr1_jax.dynamic_sampling)."""
-    G, gcfg = run.gcfg.num_generations, run.gcfg
-    t0 = time.perf_counter()
-    rng, sample_rng = jax.random.split(state.rng)
-    state = state.replace(rng=rng)
-    if gcfg.dynamic_sampling:
-        keys = (sample_rng, *_draw_keys(sample_rng, gcfg.max_draws_per_step - 1))
-        upd, draws, counts = dynamic_sampling.draw(
-            batch, lambda: next(run.stream), lambda b, k: rollout_draw(run, state.params, b, keys[k]), G=G,
-            max_draws=gcfg.max_draws_per_step, pad_id=run.sampler.pad_id)
-        prompts = run.sampler.prompts(upd.batch, run.sizer)
-        rollout_out = sharding.shard_batch({"tokens": upd.tokens, "completion_mask": upd.completion_mask,
-                                            "logp": upd.logp}, run.sampler.batch_sh)
-    else:
-        upd = rollout_draw(run, state.params, batch, sample_rng)
-        (prompts, rollout_out), draws, counts = upd.device, [upd], {}
-    t2 = time.perf_counter()
-    batch_sh = sharding.batch_sharding(run.mesh)
-    total = sharding.shard_batch(upd.rewards["total"], batch_sh)  # the only host -> device copies of the update
-    sample_mask = sharding.shard_batch(upd.batch.sample_mask, batch_sh)
-    with jax.transfer_guard("disallow"):
-        state, metrics = run.train_step(state, run.assemble(prompts, rollout_out, total, sample_mask))
-    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()} | counts
-    t3 = time.perf_counter()
-    # The logged rewards are those of every rollout of the step (kept or not).
-    samples = [s for d in draws for s in d.samples]
-    rew = {k: np.concatenate([d.rewards[k] for d in draws]) for k in upd.rewards}
-    valid = np.concatenate([np.repeat(np.asarray(d.batch.sample_mask, bool), G) for d in draws])
-    metrics |= train_log.reward_scalars(rew, [s["task"] for s in samples], valid)
-    seen = lambda d: float(np.sum(d.batch.attention_mask)) * G + float(np.sum(d.completion_mask))  # noqa: E731
-    sampled = sum(seen(d) for d in draws)  # rollout forward passes; the update's forward + backward (+ reference)
-    flops = run.flops_per_token * (sampled + seen(upd) * (3 + (gcfg.beta > 0)))
-    metrics |= train_log.throughput(sampled, t3 - t0 + data_seconds, flops=flops)
-    metrics |= {"time/data": data_seconds, "time/rollout": sum(d.seconds["time/rollout"] for d in draws),
-                "time/reward": sum(d.seconds["time/reward"] for d in draws), "time/update": t3 - t2}
-    return state, StepResult(metrics, [c for d in draws for c in d.completions], samples, rew)
 
 
 @dataclasses.dataclass
@@ -277,7 +182,7 @@ class Bookkeeping:
     first_step_mark: tuple = (0, 0, frozenset())  # CompileCounter.mark() after this invocation's first step
 
 
-def log_step(run: Run, step: int, out: StepResult, tb: Any, jsonl: Any, progress: Any) -> None:
+def log_step(run: grpo_step.Run, step: int, out: grpo_step.StepResult, tb: Any, jsonl: Any, progress: Any) -> None:
     """The console line, metrics.jsonl, TensorBoard / wandb scalars (every ``logging.every`` steps, the last,
     skipped ones) and the sample table (every ``logging.samples_every`` steps)."""
     c, m = run.cfg.logging, out.metrics
@@ -291,7 +196,7 @@ def log_step(run: Run, step: int, out: StepResult, tb: Any, jsonl: Any, progress
                    [s["id"] for s in out.samples], num=c.num_samples, max_chars=c.sample_chars)
 
 
-def save_if_due(run: Run, state: trainer.TrainState, book: Bookkeeping, *, skipped: bool, stop: bool,
+def save_if_due(run: grpo_step.Run, state: trainer.TrainState, book: Bookkeeping, *, skipped: bool, stop: bool,
                 last: bool) -> None:
     """Checkpoint every K steps, on a stop request and at the end. A skipped (non-finite) update does not get
     the periodic save: it moves to the next step that applied its update. A stop or the end saves anyway: the
@@ -305,7 +210,7 @@ def save_if_due(run: Run, state: trainer.TrainState, book: Bookkeeping, *, skipp
         book.pending_save = False
 
 
-def loop(run: Run, state: trainer.TrainState) -> int:
+def loop(run: grpo_step.Run, state: trainer.TrainState) -> int:
     """Stage 9: steps until ``train.total_steps`` (or ``train.steps_per_run`` more), then close everything."""
     cfg, workdir = run.cfg, run.workdir
     step = int(jax.device_get(state.step))
@@ -333,7 +238,7 @@ def loop(run: Run, state: trainer.TrainState) -> int:
         while book.step < stop_at:
             t0 = time.perf_counter()
             batch = next(run.stream)
-            state, out = step_once(run, state, batch, time.perf_counter() - t0)
+            state, out = grpo_step.step_once(run, state, batch, time.perf_counter() - t0)
             book.step += 1
             out.metrics["compiles"] = float(compiles.count - book.compiles_before[0])
             out.metrics["recompiles"] = float(compiles.recompiles - book.compiles_before[1])
