@@ -276,7 +276,7 @@ def build_setup(args: argparse.Namespace) -> list[Step]:
         "python3 -m pip install -q --user -U uv || curl -LsSf https://astral.sh/uv/install.sh | sh",
         'UV="$HOME"/.local/bin/uv',
         f'[ -x {v}/bin/python ] || "$UV" venv -q --python {q(args.python_version)} {v}',
-        f'"$UV" pip install -q --python {v}/bin/python -e {d} "jax[tpu]"{links}',
+        f'"$UV" pip install -q --python {v}/bin/python -e {d}"[train]" "jax[tpu]"{links}',
         f'echo "$(hostname): jax $({v}/bin/python -c "import jax; print(jax.__version__)")"',
     )
     bucket, m = split_gs(bucket_url(args))[0], q(args.mount)

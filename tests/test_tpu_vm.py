@@ -166,7 +166,7 @@ def test_v4_32_setup_addresses_all_workers(capsys):
         bash_syntax_ok(s)
     install = shlex.split(scripts[1])
     i = install.index("-e")
-    assert install[i + 1 : i + 3] == ["$HOME/tempr1_jax", "jax[tpu]"]
+    assert install[i + 1 : i + 3] == ["$HOME/tempr1_jax[train]", "jax[tpu]"]  # the training stack: the train extra
     assert install[i + 3 : i + 5] == ["-f", "https://storage.googleapis.com/jax-releases/libtpu_releases.html;"]
     assert "gcsfuse --implicit-dirs --rename-dir-limit=1000000 my-bucket /mnt/gcs" in scripts[2]
     assert "gcloud storage rsync -r gs://my-bucket/models/Qwen2.5-VL-7B-Instruct" in scripts[3]
