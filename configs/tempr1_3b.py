@@ -4,7 +4,7 @@
         --config.model.path=/ckpt/Qwen2.5-VL-3B-Instruct --workdir /runs/tempr1_3b
 
 The text after ":" is the data root (default "data"): samples under <root>/samples/, frames under <root>/frames
-(README: "A real run"); "<root>,extra" also evaluates TVGBench and the general benchmarks (base.EXTRA_EVAL_SETS).
+(docs/real_run.md); "<root>,extra" also evaluates TVGBench and the general benchmarks (base.EXTRA_EVAL_SETS).
 Every value comes from base.tempr1_config, commented there with its source.
 """
 

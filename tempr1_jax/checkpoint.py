@@ -24,7 +24,7 @@ does not catch, this module does:
 - a failed write (read-only or full disk, a path through a file): ``save`` / ``wait`` / ``close`` raise
   ``CheckpointWriteError`` with one line, the partial step is removed, earlier steps stay, nothing hangs.
 
-Typical loop (see README):
+Typical loop (see docs/grpo.md):
 
     ckpt = Checkpointer(workdir / "checkpoints", every=cfg.checkpoint.every, keep=cfg.checkpoint.keep)
     restored = ckpt.restore(trainer.abstract_state(state), ref_params=state.ref_params)

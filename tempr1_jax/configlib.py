@@ -391,7 +391,7 @@ def run_config_source(cfg: ml_collections.ConfigDict) -> str:
     """``cfg`` as a config file whose ``get_config()`` returns the same values and override types."""
     return (
         '"""The resolved config of the run in this directory (written by python -m tempr1_jax.train at start).\n\n'
-        "Resuming checks the new config against it; python -m tempr1_jax.evaluate / export read it (README).\n"
+        "Resuming checks the new config against it; tempr1_jax.evaluate and export read it (docs/training.md).\n"
         '"""\n\nimport ml_collections\nfrom ml_collections import config_dict\n\n\n'
         "def get_config() -> ml_collections.ConfigDict:\n"
         f"    return ml_collections.ConfigDict({_dict_source(cfg, '    ')})\n"

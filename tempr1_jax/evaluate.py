@@ -53,7 +53,7 @@ from tempr1_jax.scoring import (  # noqa: F401  (the public scoring API, importa
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tempr1_jax.evaluate",
-        description="Score predictions with metrics equal to the official evaluators (README: Evaluation).",
+        description="Score predictions with metrics equal to the official evaluators (docs/evaluation.md).",
     )
     p.add_argument("--predictions", metavar="PRED.jsonl", help="predictions: id + completion or parsed fields")
     p.add_argument("--annotations", metavar="SAMPLES.jsonl", help="samples written by data_pipeline.convert")

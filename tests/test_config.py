@@ -122,7 +122,7 @@ def test_extra_flags_and_the_exit_path(tmp_path):
 
 
 def test_base_config_blocks_feed_the_trainer_functions(monkeypatch):
-    """The README's wiring: each block goes straight into the function that consumes it."""
+    """The wiring of docs/grpo.md: each block goes straight into the function that consumes it."""
     from tempr1_jax import sharding, trainer
 
     for k in ("JAX_COORDINATOR_ADDRESS", "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):

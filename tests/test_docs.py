@@ -1,9 +1,11 @@
 """The docs stand alone and stay true to the code.
 
-- Every relative link of docs/*.md and README.md reaches a file of the repository, and every ``#anchor`` a
-  heading of the page it names.
-- Every ``python -m MODULE`` in a fenced code block of those pages answers ``--help`` with exit status 0, and
-  every command module of ``tempr1_jax`` / ``data_pipeline`` is shown in a fenced block of docs/commands.md.
+- Every relative link of docs/*.md, README.md and the notebook's markdown cells reaches a file of the repository,
+  and every ``#anchor`` a heading of the page it names.
+- Every ``python -m MODULE`` and ``python PATH.py`` in a fenced code block or a code span of those pages answers
+  ``--help`` with exit status 0, and every command module of ``tempr1_jax`` / ``data_pipeline`` is shown in a
+  fenced block of docs/commands.md.
+- README's quick start shows what its reward command prints.
 - The example tables of docs/rewards.md (worked rewards, think modes, INTERVALS payloads) are what the code
   returns.
 
@@ -17,8 +19,10 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -27,6 +31,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
@@ -35,6 +40,7 @@ _INLINE_LINK = re.compile(r"\]\(\s*<?([^)\s>]*)>?(?:\s+(?:\"[^\"]*\"|'[^']*'))?\
 _REF_LINK = re.compile(r"^ {0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)")
 _HTML_ANCHOR = re.compile(r"<a\s+(?:name|id)=\"([^\"]+)\"")
 _MODULE = re.compile(r"\bpython3?\s+-m\s+([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
+_SCRIPT = re.compile(r"\bpython3?\s+((?:[\w.-]+/)*[\w.-]+\.py)\b")
 
 # Modules whose --help is known not to work, with the reason (docs/commands.md says so too). The xfail is strict:
 # when one is fixed, its entry here and the sentence in docs/commands.md must go.
@@ -90,8 +96,13 @@ def anchors(path: Path) -> frozenset[str]:
 
 def links(path: Path) -> list[tuple[int, str]]:
     """(line number, target) of every inline link, image and reference definition; code spans skipped."""
+    return prose_links(split_markdown(path)[0])
+
+
+def prose_links(prose: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
+    """``links`` of (line number, line) pairs of markdown prose."""
     out = []
-    for n, line in split_markdown(path)[0]:
+    for n, line in prose:
         text = _CODE_SPAN.sub("", line)
         out += [(n, t) for t in _INLINE_LINK.findall(text)]
         out += [(n, t) for t in _REF_LINK.findall(text)]
@@ -116,10 +127,27 @@ def link_problem(page: Path, target: str) -> str | None:
     return None
 
 
-def doc_modules(pages: list[Path]) -> list[str]:
-    """The distinct MODULE names of ``python -m MODULE`` in the fenced blocks of ``pages``."""
-    found = {m for p in pages for block in split_markdown(p)[1] for m in _MODULE.findall(block)}
-    return sorted(found)
+def code_texts(page: Path, spans: bool = True) -> list[str]:
+    """The fenced blocks of a page and, with ``spans``, the code spans of its prose."""
+    prose, blocks = split_markdown(page)
+    return list(blocks) + ([m.group(2) for _, line in prose for m in _CODE_SPAN.finditer(line)] if spans else [])
+
+
+def doc_modules(pages: list[Path], spans: bool = False) -> list[str]:
+    """The distinct MODULE names of ``python -m MODULE`` in the fenced blocks (and code spans) of ``pages``."""
+    return sorted({m for p in pages for text in code_texts(p, spans) for m in _MODULE.findall(text)})
+
+
+def doc_scripts(pages: list[Path]) -> list[str]:
+    """The distinct PATH.py of ``python PATH.py`` in the fenced blocks and code spans of ``pages``."""
+    return sorted({m for p in pages for text in code_texts(p) for m in _SCRIPT.findall(text)})
+
+
+def notebook_prose(path: Path) -> list[tuple[int, str]]:
+    """(cell number * 1000 + line number, line) of a notebook's markdown cells."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return [(k * 1000 + n, line) for k, c in enumerate(cells) if c["cell_type"] == "markdown"
+            for n, line in enumerate("".join(c["source"]).splitlines(), 1)]
 
 
 def command_modules() -> list[str]:
@@ -170,6 +198,14 @@ def test_relative_links_resolve(page):
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_notebook_links_resolve(notebook):
+    found = prose_links(notebook_prose(notebook))
+    assert found, f"{notebook.name}: no link found in its markdown cells: the scan is broken"
+    problems = [f"{notebook.name}: cell {n // 1000}: {why}" for n, t in found if (why := link_problem(notebook, t))]
+    assert not problems, "\n".join(problems)
+
+
 def test_link_checker_catches_broken_links(tmp_path):
     page = DOCS / "formats.md"
     assert link_problem(page, "rewards.md#reward-rules") is None
@@ -188,7 +224,8 @@ def test_link_checker_catches_broken_links(tmp_path):
 # Commands
 # ----------------------------------------------------------------------------------------------------------
 
-MODULES = doc_modules(PAGES)
+MODULES = doc_modules(PAGES, spans=True)
+SCRIPTS = doc_scripts(PAGES)
 
 
 def test_every_command_module_is_documented():
@@ -214,6 +251,33 @@ def test_documented_command_answers_help(module):
     )
     assert r.returncode == 0, f"python -m {module} --help exited {r.returncode}: {r.stderr.strip()[-500:]}"
     assert "usage" in r.stdout.lower(), f"python -m {module} --help printed no usage: {r.stdout[:200]!r}"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_documented_script_answers_help(script):
+    assert (ROOT / script).is_file(), f"the docs run `python {script}`, which does not exist"
+    r = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"python {script} --help exited {r.returncode}: {r.stderr.strip()[-500:]}"
+    assert "usage" in r.stdout.lower(), f"python {script} --help printed no usage: {r.stdout[:200]!r}"
+
+
+def test_the_scans_find_the_commands():
+    assert {"tempr1_jax.train", "tempr1_jax.rewards", "data_pipeline.convert"} <= set(MODULES)
+    assert {"scripts/tpu_vm.py", "benchmarks/grpo_step.py"} <= set(SCRIPTS)
+
+
+def test_readme_shows_what_the_reward_command_prints(tmp_path):
+    command = next(line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+                   if line.startswith("python3 -m venv") and "python -m tempr1_jax.rewards " in line)
+    args = shlex.split(command.split(" && python -m tempr1_jax.rewards ", 1)[1])
+    shown = next(b for b in split_markdown(ROOT / "README.md")[1] if b.startswith("task ") and "\nall " in b)
+    out = tmp_path / "rewards.jsonl"
+    r = subprocess.run([sys.executable, "-m", "tempr1_jax.rewards", *args, "--output", str(out)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    n_rows = len(out.read_text().splitlines())
+    assert r.stdout.replace(str(out), "examples/completions.rewards.jsonl").strip() == shown.strip()
+    assert f"wrote {n_rows} rows to examples/completions.rewards.jsonl" in shown
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -466,7 +466,7 @@ def test_tokenizer_chat_template_video_end_to_end(untied, tmp_path):
 
 
 def test_readme_example_runs(untied, tmp_path):
-    """The README's 'load a checkpoint and run the model' snippet, on the tiny checkpoint + tokenizer."""
+    """docs/model.md's 'load a checkpoint and run the model' snippet, on the tiny checkpoint + tokenizer."""
     import re
     from pathlib import Path
 
@@ -476,13 +476,13 @@ def test_readme_example_runs(untied, tmp_path):
     ckpt = tmp_path / "ckpt"
     shutil.copytree(path, ckpt)
     save_tiny_tokenizer(ckpt)
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("### Load a checkpoint and run the model") :]
+    page = (Path(__file__).resolve().parents[1] / "docs" / "model.md").read_text()
+    section = page[page.index("## Load a checkpoint and run the model") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     code = code.replace('"/path/to/Qwen2.5-VL-7B-Instruct"', repr(str(ckpt)))
     code = code.replace("When does the person open the door?", "w1 w2")
     code = code.replace("print(", "result = (")
     rng = np.random.default_rng(12)
     scope = {"frames": rng.integers(0, 256, size=(6, 64, 96, 3), dtype=np.uint8), "times": np.arange(6) / 2.0}
-    exec(compile(code, "README.md", "exec"), scope)
+    exec(compile(code, "docs/model.md", "exec"), scope)
     assert isinstance(scope["result"], str) and scope["result"]

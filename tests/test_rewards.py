@@ -504,7 +504,7 @@ def test_cli_refuses_empty_files(tmp_path, capsys):
 
 
 def test_cli_module_on_the_examples(tmp_path):
-    """The README quick start's main job, as a real `python -m` process."""
+    """The README quick start's reward command, as a real `python -m` process."""
     out = tmp_path / "rewards.jsonl"
     res = subprocess.run([sys.executable, "-m", "tempr1_jax.rewards", "--completions",
                           "examples/completions.jsonl", "--samples", "examples/samples.jsonl", "--output", str(out)],
@@ -516,9 +516,9 @@ def test_cli_module_on_the_examples(tmp_path):
     assert "all" in res.stdout
 
 
-def test_readme_example_runs_and_says_true_things():
-    text = (ROOT / "README.md").read_text()
-    block = next(b for b in text.split("```python")[1:] if "compute_rewards(completions" in b).split("```")[0]
+def test_docs_example_runs_and_says_true_things():
+    text = (ROOT / "docs" / "rewards.md").read_text()
+    block = next(b for b in text.split("```python")[1:] if "compute_rewards(completions, samples" in b).split("```")[0]
     scope: dict = {}
     exec(block, scope)
     r = scope["r"]
