@@ -63,6 +63,7 @@ def tiny_parameters(tmp_path: Path) -> str:
         "eval.every": 1,
         "eval.batch_size": 2,
         "checkpoint.every": 1,
+        "checkpoint.keep": 3,
         "logging.every": 1,
     }
     return f"INSTALL = False\nWORKDIR = {str(tmp_path / 'demo')!r}\nDEMO = {demo!r}\nFIRST_SESSION_STEPS = 1\n"
