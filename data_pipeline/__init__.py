@@ -12,4 +12,9 @@ that the light ones stay light (worker processes import ``frames`` with numpy an
 - ``tiny_tokenizer``  an offline Qwen2.5-VL-shaped byte-level BPE tokenizer for tests and demos.
 - ``stream``          the deterministic, resumable, host-sharded tf.data training / evaluation stream.
 - ``tfds_builder``    the ``tempr1_temporal`` TFDS builder (annotations + frames in one dataset).
+- ``extras``          a one-line error for a command run in a core install (no training stack).
 """
+
+from data_pipeline import extras as _extras
+
+_extras.install_hook()  # a command run in a core install (no TensorFlow / PyAV): one line, not a traceback

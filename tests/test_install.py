@@ -55,3 +55,35 @@ def test_readme_installs_each_extra_for_its_command():
     assert light and "pip install . && python -m tempr1_jax.rewards --completions examples/" in light[0]
     assert test and "pip install -e '.[test]' && python -m pytest" in test[0]
     assert lines.index(train[0]) < lines.index(test[0]), ".ci/run greps the first venv line with pytest"
+
+
+def _run_without(module: str, tmp_path: Path, *args: str):
+    """``python -m *args`` with ``module`` unimportable (a stand-in on PYTHONPATH raises ModuleNotFoundError for
+    it, as a core install would)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / module).mkdir()
+    (tmp_path / module / "__init__.py").write_text(
+        f"raise ModuleNotFoundError(\"No module named '{module}'\", name={module!r})\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    return subprocess.run([sys.executable, "-m", *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_training_command_in_a_core_install_is_one_line(tmp_path):
+    """The commands of the training stack import it at module level: without it, one line naming the command,
+    the missing module and the install that brings it, not a traceback."""
+    r = _run_without("ml_collections", tmp_path, "tempr1_jax.train", "--config", "configs/demo.py")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        "error: python -m tempr1_jax.train needs the training stack, which this install lacks (no module named "
+        "'ml_collections'): pip install -e '.[train]' (docs/install.md)")
+
+
+def test_a_missing_module_outside_the_training_stack_keeps_its_traceback(tmp_path):
+    """Only the training stack's modules are explained away: any other missing module is a bug to show."""
+    r = _run_without("numpy", tmp_path, "tempr1_jax.rewards", "--help")
+    assert "tempr1_jax/rewards.py" in r.stderr  # it failed in the command, after the hook was installed
+    assert r.returncode == 1 and "Traceback" in r.stderr and "training stack" not in r.stderr
