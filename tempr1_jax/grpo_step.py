@@ -121,8 +121,11 @@ def step_once(run: Run, state: trainer.TrainState, batch: data_stream.Batch,
     valid = np.concatenate([np.repeat(np.asarray(d.batch.sample_mask, bool), G) for d in draws])
     metrics |= train_log.reward_scalars(rew, [s["task"] for s in samples], valid)
     seen = lambda d: float(np.sum(d.batch.attention_mask)) * G + float(np.sum(d.completion_mask))  # noqa: E731
-    sampled = sum(seen(d) for d in draws)  # rollout forward passes; the update's forward + backward (+ reference)
-    flops = run.flops_per_token * (sampled + seen(upd) * (3 + (gcfg.beta > 0)))
+    sampled = sum(seen(d) for d in draws)  # the tokens of the step's rows [prompt, completion]
+    # The model's work: a prompt runs once for its G completions, in the rollout's prefill and in the update's
+    # forward + backward (+ the reference's forward).
+    work = lambda d: float(np.sum(d.batch.attention_mask)) + float(np.sum(d.completion_mask))  # noqa: E731
+    flops = run.flops_per_token * (sum(work(d) for d in draws) + work(upd) * (3 + (gcfg.beta > 0)))
     metrics |= train_log.throughput(sampled, t3 - t0 + data_seconds, flops=flops)
     metrics |= {"time/data": data_seconds, "time/rollout": sum(d.seconds["time/rollout"] for d in draws),
                 "time/reward": sum(d.seconds["time/reward"] for d in draws), "time/update": t3 - t2}
