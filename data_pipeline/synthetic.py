@@ -329,7 +329,7 @@ def make_square_dataset(
 # timeline, one colour name or None per whole second, drawn for one task; every answer is a function of the
 # runs of colours in that timeline, so it is readable from the one visual token per second plus the clock.
 
-MULTITASK_VERSION = 1  # bump when the videos or samples change: cached copies are keyed by it
+MULTITASK_VERSION = 5  # bump when the videos or samples change: cached copies are keyed by it
 COLOURS = {
     "red": _RED,
     "green": (20, 200, 20),
@@ -415,33 +415,39 @@ def _paint(timeline: list, colour: str, starts: Sequence[int], lengths: Sequence
     return [[float(s), float(s + n)] for s, n in zip(starts, lengths, strict=True)]
 
 
-def _world(task: str, rng: np.random.Generator, d: int, index: int) -> tuple[list, dict, list[str]]:
-    """One task's timeline (d entries), its sample fields and the colours distractors may take. gvqa takes its
-    option count and answer letter from ``index`` (3 and 4 options alternate, the letters cycle), so every
-    letter is equally frequent per option count and a letter-guessing policy scores chance."""
+def _world(task: str, rng: np.random.Generator, d: int, index: int, margin: int = 0) -> tuple[list, dict, list[str]]:
+    """One task's timeline (d entries), its sample fields and the colours distractors may take. The answer's
+    runs lie in [margin, d - margin). gvqa takes its option count and answer letter from ``index`` (3 and 4
+    options alternate, the letters cycle), so every letter is equally frequent per option count and a
+    letter-guessing policy scores chance."""
     tl: list[str | None] = [None] * d
     others = [c for c in COLOURS if c != "red"]
+    inner = d - 2 * margin
+
+    def place(lengths: Sequence[int], min_gap: int = 0) -> list[int]:
+        return [margin + s for s in _place(rng, inner, lengths, min_gap)]
+
     if task == "tg":  # one red interval, as the square task: 2 s .. half the video + 1 s
-        n = int(rng.integers(2, max(2, d // 2 + 1) + 1))
-        return tl, {"segments": _paint(tl, "red", _place(rng, d, [n]), [n]), "query": SQUARE_QUERY}, others
-    if task == "dtg":  # 2-3 colours, one interval each, in query (= temporal) order
-        k = int(rng.integers(2, 4))
-        colours = [str(c) for c in rng.choice(list(COLOURS), size=k, replace=False)]
-        lengths = _fitting(rng, d, k, 1, max(1, (d - 2) // k), 0)
-        colours = colours[: len(lengths)]
-        starts = _place(rng, d, lengths)
+        n = min(int(rng.integers(2, max(2, inner // 2 + 1) + 1)), inner)
+        return tl, {"segments": _paint(tl, "red", place([n]), [n]), "query": SQUARE_QUERY}, others
+    if task == "dtg":  # two colours, one interval of 1-2 s each, in query (= temporal) order
+        colours = [str(c) for c in rng.choice(list(COLOURS), size=2, replace=False)]
+        lengths = [int(x) for x in rng.integers(1, 3, size=2)]
+        starts = place(lengths)
         segs = [_paint(tl, c, [s], [n])[0] for c, s, n in zip(colours, starts, lengths, strict=True)]
         queries = [f"the {c} square is on screen" for c in colours]
         return tl, {"segments": segs, "queries": queries}, [c for c in COLOURS if c not in colours]
     if task == "vhd":  # 1-3 red intervals, at least 1 s apart: the highlight is their union
-        lengths = _fitting(rng, d, int(rng.integers(1, 4)), 1, 3, 1)
-        segs = _paint(tl, "red", _place(rng, d, lengths, 1), lengths)
+        lengths = _fitting(rng, inner, int(rng.integers(1, 4)), 1, 3, 1)
+        segs = _paint(tl, "red", place(lengths, 1), lengths)
         return tl, {"segments": segs, "query": SQUARE_QUERY}, others
     if task == "gvqa":  # red, then at once the answer colour; evidence: both; options: 3-4 non-red colours
         k, answer = 3 + index % 2, (index // 2) % (3 + index % 2)
         options = [str(c) for c in rng.choice(others, size=k, replace=False)]
         lr, lx = (int(x) for x in rng.integers(1, 4, size=2))
-        (a,) = _place(rng, d, [lr + lx])
+        lx = max(1, min(lx, inner - lr))  # both runs fit inside the margins
+        lr = min(lr, inner - lx)
+        (a,) = place([lr + lx])
         _paint(tl, "red", [a], [lr])
         _paint(tl, options[answer], [a + lr], [lx])
         fields = {
@@ -452,8 +458,8 @@ def _world(task: str, rng: np.random.Generator, d: int, index: int) -> tuple[lis
         }
         return tl, fields, [c for i, c in enumerate(options) if i != answer]
     if task == "tal":  # 1-4 yellow flashes of 1-2 s, at least 1 s apart
-        lengths = _fitting(rng, d, int(rng.integers(1, 5)), 1, 2, 1)
-        segs = _paint(tl, "yellow", _place(rng, d, lengths, 1), lengths)
+        lengths = _fitting(rng, inner, int(rng.integers(1, 5)), 1, 2, 1)
+        segs = _paint(tl, "yellow", place(lengths, 1), lengths)
         return tl, {"segments": segs, "action": TAL_ACTION}, [c for c in COLOURS if c != "yellow"]
     raise ValueError(f"unknown task {task!r}; expected one of {MULTITASK_TASKS}")
 
@@ -478,19 +484,21 @@ def multitask_sample(
     min_seconds: int = 8,
     max_seconds: int = 15,
     distractors: float = 0.5,
+    margin: int = 0,
     seed: int = 0,
 ) -> tuple[list[str | None], dict]:
     """(timeline, sample) of video ``index`` of ``task`` in ``split``: one colour name or None (white) per second,
     and its sample (docs/formats.md). Drawn from its own random stream (seed, task, split, index), so one video does not
     depend on the counts or the other tasks asked for. ``distractors``: the chance that a run of empty seconds
-    shows a distractor colour (one that no answer of the sample is about)."""
+    shows a distractor colour (one that no answer of the sample is about). ``margin``: seconds at each end of the
+    video that no answer run touches (so that an interval's true boundaries are never the video's own)."""
     if task not in MULTITASK_TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {MULTITASK_TASKS}")
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     rng = np.random.default_rng([seed, MULTITASK_TASKS.index(task), ("train", "val").index(split), index])
     d = int(rng.integers(min_seconds, max_seconds + 1))
-    timeline, fields, distractor_colours = _world(task, rng, d, index)
+    timeline, fields, distractor_colours = _world(task, rng, d, index, margin)
     _distract(rng, timeline, distractor_colours, distractors)
     vid = f"{split}_{task}{index}"
     sid = {"tg": f"{vid}#0", "dtg": vid, "vhd": f"{vid}#0", "gvqa": f"{vid}_0", "tal": f"{vid}#{TAL_ACTION}"}[task]
@@ -515,6 +523,7 @@ def make_multitask_dataset(
     max_seconds: int = 15,
     size: int = 56,
     distractors: float = 0.5,
+    margin: int = 0,
     seed: int = 0,
     tokenizer: bool = True,
 ) -> dict[str, str]:
@@ -540,12 +549,14 @@ def make_multitask_dataset(
         raise ValueError(f"need num_train >= 1 and num_val >= 0, got {num_train}, {num_val}")
     if not 0.0 <= distractors <= 1.0:
         raise ValueError(f"distractors is a probability in [0, 1], got {distractors}")
+    if not 0 <= margin or min_seconds - 2 * margin < 4:
+        raise ValueError(f"margin must be >= 0 and leave >= 4 s inside the shortest video, got {margin}")
     if size < _GRID * 2 or size % _GRID:
         raise ValueError(f"size must be a multiple of {_GRID} and >= {_GRID * 2} px, got {size}")
     vdir, fdir = os.path.join(root, "videos"), os.path.join(root, "frames")
     os.makedirs(vdir, exist_ok=True)
     out = {"videos": vdir, "frames": fdir}
-    world = dict(min_seconds=min_seconds, max_seconds=max_seconds, distractors=distractors, seed=seed)
+    world = dict(min_seconds=min_seconds, max_seconds=max_seconds, distractors=distractors, margin=margin, seed=seed)
     for split, count in (("train", num_train), ("val", num_val)):
         samples = []
         for i in range(count):

@@ -1,7 +1,8 @@
 """A tiny, offline, Qwen2.5-VL-shaped tokenizer for tests and the CPU demo.
 
 ``build_tiny_tokenizer(directory)`` trains (deterministically, in milliseconds) a byte-level BPE with the
-``tokenizers`` library on a fixed built-in English + prompt corpus, adds Qwen2.5-VL's special tokens after the
+``tokenizers`` library on a fixed built-in corpus (English words, the task prompts, the chat template's text
+and the demo world's phrases), adds Qwen2.5-VL's special tokens after the
 BPE vocabulary (in Qwen's order) and the Qwen2.5-VL-shaped chat template, and saves a directory that
 ``transformers.AutoTokenizer.from_pretrained(directory)`` loads. Being byte-level, it encodes any text.
 
@@ -72,12 +73,26 @@ laughs smiles talks eats drinks cooks washes plays ball guitar piano dances jump
 kitchen room table chair bed window phone book cup bottle water food car bike street park beach camera
 playing playing cooking cleaning running walking sitting standing holding watching reading writing pouring
 basketball soccer tennis golf swimming diving skiing surfing climbing cutting mixing adding frying
+red green blue yellow cyan magenta white square screen colour comes right flash shows happens
 """.split()
+
+# The chat template's fixed text and the demo world's phrases (data_pipeline.synthetic): learned as whole words,
+# they keep the demo's prompts short (every prompt token is computed at every step of the CPU demo).
+_PHRASES = [
+    "system\nYou are a helpful assistant.",
+    "user\n",
+    "assistant\n",
+    "the red square is on screen",
+    "the green square is on screen, the blue square is on screen, the cyan square is on screen",
+    "the yellow square is on screen, the magenta square is on screen",
+    "which colour comes right after the red square?",
+    'Find every occurrence of the action "yellow flash" in the video.',
+]
 
 
 def _corpus() -> list[str]:
     """A fixed corpus: words, numbers in answer formats, the task prompts of a few samples."""
-    lines = [" ".join(_WORDS[i : i + 12]) for i in range(0, len(_WORDS), 12)]
+    lines = [" ".join(_WORDS[i : i + 12]) for i in range(0, len(_WORDS), 12)] + _PHRASES * 20
     lines += [
         f"{a}.{b} to {a + b}.{(a * b) % 10}, {b}.{a} to {a + b + 3}.5" for a in range(40) for b in range(10)
     ]

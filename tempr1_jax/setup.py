@@ -66,7 +66,8 @@ def _world(s: ml_collections.ConfigDict) -> tuple[str, dict[str, Any], Any, int]
     if world == "square":
         return world, {k: s[k] for k in keys}, synthetic.make_square_dataset, synthetic.SQUARE_VERSION
     if world == "multitask":
-        settings = {k: s[k] for k in keys} | {"tasks": tuple(s.tasks), "distractors": float(s.distractors)}
+        settings = {k: s[k] for k in keys} | {"tasks": tuple(s.tasks), "distractors": float(s.distractors),
+                                              "margin": int(s.get("margin", 0))}
         return world, settings, synthetic.make_multitask_dataset, synthetic.MULTITASK_VERSION
     raise ValueError(f"config.synthetic.world={world!r}: must be one of {WORLDS}")
 

@@ -156,13 +156,25 @@ def test_a_repeated_override_replaces_instead_of_concatenating(capsys):
 
 
 def test_a_config_file_that_fails_to_load_names_the_cause():
-    demo = str(REPO / "configs" / "demo.py")
+    base, demo = str(REPO / "configs" / "base.py"), str(REPO / "configs" / "demo.py")
     for extra in ((), ("--config.seed=1",)):  # (overrides take another loading path)
         with pytest.raises(configlib.ConfigError) as e:
-            configlib.parse_flags(["train", "--config", f"{demo}:badarg", *extra])
+            configlib.parse_flags(["train", "--config", f"{base}:badarg", *extra])
         assert str(e.value) == (
-            f"--config {demo}:badarg: cannot load: TypeError: get_config() takes 0 positional arguments but 1 was "
+            f"--config {base}:badarg: cannot load: TypeError: get_config() takes 0 positional arguments but 1 was "
             "given (the text after ':' is passed to get_config(); this config takes no ':ARG')")
+        with pytest.raises(configlib.ConfigError) as e:
+            configlib.parse_flags(["train", "--config", f"{demo}:tg,badarg", *extra])
+        assert str(e.value) == (
+            f"--config {demo}:tg,badarg: cannot load: ValueError: configs/demo.py:tg,badarg: unknown task(s) "
+            "['badarg']; tasks: ('tg', 'dtg', 'vhd', 'gvqa', 'tal')")
+
+
+def test_the_demo_config_takes_a_task_subset():
+    demo = str(REPO / "configs" / "demo.py")
+    assert not configlib.parse_flags(["train", "--config", demo]).config.data.task_weights
+    weights = configlib.parse_flags(["train", "--config", f"{demo}:tg, tal"]).config.data.task_weights
+    assert dict(weights) == {"tg": 1.0, "tal": 1.0}
 
 
 

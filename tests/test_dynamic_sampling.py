@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from test_train import DEMO, data_dir, env, flat, read_state, run, small, train_rows  # noqa: F401 (fixtures)
+from test_train import SQUARE, env, flat, read_state, run, small, square_dir, train_rows  # noqa: F401 (fixtures)
 
 from data_pipeline.stream import Batch
 from tempr1_jax import dynamic_sampling as ds
@@ -123,8 +123,9 @@ def test_bad_values_are_errors_naming_the_key():
 
 
 def dynamic(data_dir, **extra):  # noqa: F811
-    """The small demo with dynamic sampling: a 45-step warm-up leaves the policy between no format and the format,
-    so some groups have rewards that vary and some do not (measured: steps drawing 1 and 2 batches)."""
+    """The small square demo (configs/demo_square.py) with dynamic sampling: a 45-step warm-up leaves the policy
+    between no format and the format, so some groups have rewards that vary and some do not (measured: steps
+    drawing 1 and 2 batches)."""
     return small(
         data_dir,
         **{
@@ -140,9 +141,9 @@ def dynamic(data_dir, **extra):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def dyn_straight(tmp_path_factory, env, data_dir):  # noqa: F811
+def dyn_straight(tmp_path_factory, env, square_dir):  # noqa: F811
     wd = tmp_path_factory.mktemp("dyn_straight")
-    r = run(["--config", DEMO, "--workdir", str(wd), *dynamic(data_dir)], env)
+    r = run(["--config", SQUARE, "--workdir", str(wd), *dynamic(square_dir)], env)
     assert r.returncode == 0, r.stderr[-6000:]
     return wd
 
@@ -165,9 +166,9 @@ def test_a_dynamic_run_logs_its_draws_compiles_once_and_counts_every_drawn_promp
 
 
 @pytest.mark.slow
-def test_a_dynamic_run_resumes_exactly_in_a_new_process(tmp_path, env, data_dir, dyn_straight):  # noqa: F811
+def test_a_dynamic_run_resumes_exactly_in_a_new_process(tmp_path, env, square_dir, dyn_straight):  # noqa: F811
     wd = tmp_path / "dyn_resumed"
-    args = ["--config", DEMO, "--workdir", str(wd), *dynamic(data_dir, **{"train.steps_per_run": 2})]
+    args = ["--config", SQUARE, "--workdir", str(wd), *dynamic(square_dir, **{"train.steps_per_run": 2})]
     for _ in range(2):
         r = run(args, env)
         assert r.returncode == 0, r.stderr[-6000:]
@@ -183,5 +184,5 @@ def test_a_dynamic_run_resumes_exactly_in_a_new_process(tmp_path, env, data_dir,
 
 
 def test_a_bad_max_draws_on_the_command_line_is_an_error_naming_it(tmp_path, env):  # noqa: F811
-    r = run(["--config", DEMO, "--workdir", str(tmp_path), "--config.grpo.max_draws_per_step=0"], env, timeout=120)
+    r = run(["--config", SQUARE, "--workdir", str(tmp_path), "--config.grpo.max_draws_per_step=0"], env, timeout=120)
     assert r.returncode == 2 and "grpo.max_draws_per_step=0" in r.stderr and "Traceback" not in r.stderr

@@ -1,7 +1,7 @@
 """``python -m tempr1_jax.filter``: k rollouts per sample scored by its own reward, every sample written with its
 reward mean / std, the filtered file, resuming after an interruption, the progress line, bad flags; from a
 Hugging Face directory and from a train checkpoint (the policy of a short demo run with a warm-up that leaves
-some groups varying)."""
+some groups varying), all on the single-task square world (configs/demo_square.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from test_train import DEMO, data_dir, env, run, small  # noqa: F401 (fixtures)
+from test_train import SQUARE, env, run, small, square_dir  # noqa: F401 (fixtures)
 
 K = 4
 
@@ -19,17 +19,17 @@ def overrides(data_dir) -> list[str]:  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def policy_run(tmp_path_factory, env, data_dir):  # noqa: F811
+def policy_run(tmp_path_factory, env, square_dir):  # noqa: F811
     """One GRPO step after a 45-step warm-up: warmup_model/ (HF) and checkpoints/1 (train)."""
     wd = tmp_path_factory.mktemp("filter_policy")
     r = run(
         [
             "--config",
-            DEMO,
+            SQUARE,
             "--workdir",
             str(wd),
             *small(
-                data_dir,
+                square_dir,
                 **{
                     "train.total_steps": 1,
                     "warmup.steps": 45,
@@ -48,7 +48,7 @@ def policy_run(tmp_path_factory, env, data_dir):  # noqa: F811
 def filter_cmd(checkpoint, samples, out, data_dir, *extra):  # noqa: F811
     return [
         "--config",
-        DEMO,
+        SQUARE,
         "--checkpoint",
         str(checkpoint),
         "--samples",
@@ -66,7 +66,8 @@ def lines(path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
-def test_every_sample_scored_and_the_informative_ones_kept_from_an_hf(tmp_path, env, data_dir, policy_run):  # noqa: F811
+def test_every_sample_scored_and_the_informative_ones_kept_from_an_hf(tmp_path, env, square_dir, policy_run):  # noqa: F811
+    data_dir = square_dir
     samples = data_dir / "train.jsonl"
     out = tmp_path / "scored.jsonl"
     r = run(filter_cmd(policy_run / "warmup_model", samples, out, data_dir), env, module="tempr1_jax.filter")
@@ -87,8 +88,9 @@ def test_every_sample_scored_and_the_informative_ones_kept_from_an_hf(tmp_path, 
     assert f"kept {len(kept)}" in r.stdout
 
 
-def test_an_interrupted_pass_resumes_without_scoring_again(tmp_path, env, data_dir, policy_run):  # noqa: F811
+def test_an_interrupted_pass_resumes_without_scoring_again(tmp_path, env, square_dir, policy_run):  # noqa: F811
     """A train checkpoint as the policy; the output cut after 12 records and half a line, as a kill leaves it."""
+    data_dir = square_dir
     samples = data_dir / "train.jsonl"
     out = tmp_path / "scored.jsonl"
     args = filter_cmd(policy_run, samples, out, data_dir, "--min-mean", "0.5", "--kept", str(tmp_path / "k.jsonl"))
@@ -115,9 +117,9 @@ def test_an_interrupted_pass_resumes_without_scoring_again(tmp_path, env, data_d
     "flag, message",
     [(["--k", "0"], "--k 0: must be >= 1"), (["--reward", "iou"], "--reward 'iou': must be one of total")],
 )
-def test_bad_flags_are_errors_naming_them(tmp_path, env, data_dir, flag, message):  # noqa: F811
+def test_bad_flags_are_errors_naming_them(tmp_path, env, square_dir, flag, message):  # noqa: F811
     r = run(
-        filter_cmd(tmp_path, data_dir / "train.jsonl", tmp_path / "o.jsonl", data_dir, *flag),
+        filter_cmd(tmp_path, square_dir / "train.jsonl", tmp_path / "o.jsonl", square_dir, *flag),
         env,
         module="tempr1_jax.filter",
         timeout=120,

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tempr1_jax import configlib, devices, plan
+from tempr1_jax import configlib, devices, plan, setup
 from tempr1_jax.models.qwen25vl import config as qconfig
 from tempr1_jax.models.qwen25vl.model import Qwen25VL, token_logprobs_and_entropy
 
@@ -58,8 +58,9 @@ def run_plan(*args: str, env: dict | None = None, timeout: int = 600) -> subproc
 
 
 def tiny_param_count() -> int:
-    """The tiny preset's parameters counted by hand from its sizes (model.py's layout)."""
-    t, v = qconfig.preset("tiny").text, qconfig.preset("tiny").vision
+    """The demo model's parameters counted by hand from its sizes (model.py's layout)."""
+    m = setup.model_config(config(*SMALL), None)
+    t, v = m.text, m.vision
     hq, hkv = t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim
     d, i = t.hidden_size, t.intermediate_size
     layer = 2 * d + d * hq + hq + 2 * (d * hkv + hkv) + hq * d + 3 * d * i
@@ -79,7 +80,7 @@ def test_exact_bytes_equal_a_hand_count(tiny_plan):
     assert b["opt_state"] == 2 * 4 * n + 4 + 4  # Adam's two float32 moments, its int32 count, the schedule's count
     assert b["ref_params"] == 4 * n  # beta 0.04: a float32 reference copy
     assert b["state"] == b["params"] + b["opt_state"] + b["ref_params"] + 4 + 4 + 8  # step, skipped, rng
-    t = qconfig.preset("tiny").text
+    t = setup.model_config(config(*SMALL), None).text
     rows, length = 2 * 2, 64 + 4
     assert b["kv_cache"] == rows * (2 * t.num_hidden_layers * length * t.num_key_value_heads * t.head_dim * 4 + length)
     s = tiny_plan.shapes

@@ -119,6 +119,23 @@ def test_worlds_are_deterministic_and_independent_of_other_videos():
         synthetic.multitask_sample("mcq", "val", 0)
 
 
+def test_a_margin_keeps_answers_off_the_video_ends():
+    """margin 1 (the demo's): no answer run starts at 0 s or ends at the video's end, so a boundary widened by 1 s
+    is never clipped to the true one; without a margin some do."""
+    touching = 0
+    for i in range(60):
+        for task in TASKS:
+            timeline, s = synthetic.multitask_sample(task, "train", i, min_seconds=6, max_seconds=9, margin=1)
+            check_world(s, timeline)
+            assert all(1 <= a and b <= s["duration"] - 1 for a, b in s["segments"]), s
+            _, s = synthetic.multitask_sample(task, "train", i, min_seconds=6, max_seconds=9)
+            touching += any(a == 0 or b == s["duration"] for a, b in s["segments"])
+    assert touching > 30
+    for margin in (-1, 2):  # min_seconds 6 leaves < 4 s inside margins of 2 s
+        with pytest.raises(ValueError, match=f"margin must be >= 0 and leave >= 4 s .* got {margin}"):
+            synthetic.make_multitask_dataset("unused", tokenizer=False, min_seconds=6, margin=margin)
+
+
 def test_prompts_fit_256_tokens_with_their_visual_tokens(tokenizer):
     enc = prompts.PromptEncoder(tokenizer)
     for task in TASKS:
