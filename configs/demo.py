@@ -48,7 +48,7 @@ def get_config(tasks: str = "") -> ml_collections.ConfigDict:
     c.model.vision = ml_collections.ConfigDict(dict(depth=2, hidden_size=32, intermediate_size=48, num_heads=2))
     c.model.dtype = "float32"  # CPU: bf16 matmuls are emulated there, float32 is faster
     c.model.logprob_chunk = 40
-    c.model.vision_multiples = (16, 4, 4)  # 8-15 visual tokens per video: little padding
+    c.model.vision_multiples = (16, 4, 4)  # 6-9 visual tokens per video: little padding
 
     # The stream: 28x28 frames (one merged visual token per 2-frame, 1-second patch), short prompts.
     c.data.min_pixels = 28 * 28
