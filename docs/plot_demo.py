@@ -26,6 +26,9 @@ TITLES = {"tg": "tg (IoU)", "dtg": "dtg (mean paired IoU)", "vhd": "vhd (IoU of 
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: python docs/plot_demo.py METRICS.jsonl OUT.png [VAL.jsonl]\n\n" + __doc__)
+        return 0
     if len(argv) not in (2, 3):
         print("usage: python docs/plot_demo.py METRICS.jsonl OUT.png [VAL.jsonl]", file=sys.stderr)
         return 2

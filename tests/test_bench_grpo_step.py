@@ -30,6 +30,7 @@ def run_script(*argv: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=240)
 
 
+@pytest.mark.slow
 def test_our_side_runs_and_missing_trl_is_skipped():
     res = run_script("--prompts", "2", "--group", "2", "--max-new", "3", "--image", "56", "--rounds", "2",
                      "--warmup", "0", "--beta", "0.04")

@@ -15,7 +15,7 @@ K = 4
 
 
 def overrides(data_dir) -> list[str]:  # noqa: F811
-    return small(data_dir, **{"eval.batch_size": 4})
+    return small(data_dir, **{"eval.batch_size": 4, "synthetic.num_train": 32})
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def policy_run(tmp_path_factory, env, square_dir):  # noqa: F811
             *small(
                 square_dir,
                 **{
+                    "synthetic.num_train": 32,
                     "train.total_steps": 1,
                     "warmup.steps": 45,
                     "warmup.batch_size": 8,
@@ -88,6 +89,7 @@ def test_every_sample_scored_and_the_informative_ones_kept_from_an_hf(tmp_path, 
     assert f"kept {len(kept)}" in r.stdout
 
 
+@pytest.mark.slow
 def test_an_interrupted_pass_resumes_without_scoring_again(tmp_path, env, square_dir, policy_run):  # noqa: F811
     """A train checkpoint as the policy; the output cut after 12 records and half a line, as a kill leaves it."""
     data_dir = square_dir

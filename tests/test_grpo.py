@@ -182,7 +182,8 @@ def test_advantages_match_trl(scale):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    st.lists(st.floats(0, 3, width=32), min_size=12, max_size=12),
+    # no subnormal rewards: XLA on CPU flushes them to zero (a group of 0 and 1e-45 is constant to it, not to numpy)
+    st.lists(st.floats(0, 3, width=32, allow_subnormal=False), min_size=12, max_size=12),
     st.lists(st.booleans(), min_size=12, max_size=12),
     st.sampled_from(["group", "batch", "none"]),
 )

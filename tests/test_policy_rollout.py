@@ -113,7 +113,7 @@ def test_a_completion_that_samples_a_vision_pad_id_keeps_its_log_probs(model):
     np.testing.assert_allclose(np.asarray(logp)[mask], np.asarray(out["logp"])[mask], atol=2e-5)
 
 
-@pytest.mark.parametrize("chunk", [0, 4])
+@pytest.mark.parametrize("chunk", [0, pytest.param(4, marks=pytest.mark.slow)])
 def test_each_prompt_computed_once_equals_the_concatenated_rows(model, chunk):
     """policy_fn runs a prompt once for its G completions (Qwen25VL.grouped); its log-probs, entropies and
     gradients equal those of the plain forward over the G concatenated rows [prompt, completion] (with
@@ -207,6 +207,7 @@ def test_vision_sizer_grows_and_never_shrinks():
     assert sizer("other", np.array([[2, 4, 4]])) == small
 
 
+@pytest.mark.slow
 def test_grpo_step_on_a_rollout_with_micro_batches(model):
     """Per-prompt video leaves split with their groups: 2 micro-batches give the 1-micro-batch update."""
     graphdef, params = model
