@@ -1,6 +1,6 @@
 """Speed of tempr1_jax.metrics against a straightforward per-sample Python implementation of the same definitions.
 
-    python benchmarks/metrics.py [--repeats 3]
+    python benchmarks/metrics.py --data DIR [--repeats 3]
 
 Scores, with both implementations side by side in this process, and checks that they agree:
   - QVHighlights val (1550 queries): moment retrieval (R1 + mAP at 10 thresholds, full/short/middle/long) and
@@ -8,7 +8,8 @@ Scores, with both implementations side by side in this process, and checks that 
   - ActivityNet-1.3 val (BMN's 4728 videos, 7293 instances): detection mAP at 0.5:0.05:0.95 and MUSEG mF1, for
     ground truth as prediction and for a jittered ground truth with 9 extra random detections per sample.
 Prints the wall time of each (best of --repeats) and the ratio. The baseline is tests/_support/metrics_reference.py;
-the annotation files are read from ../shared/data. Timings on a shared machine are noisy: compare ratios.
+the public annotation files are read from --data DIR (qvhighlights/ and activitynet13/ as docs/data.md lists
+them). Timings on a shared machine are noisy: compare ratios.
 """
 
 from __future__ import annotations
@@ -154,12 +155,15 @@ def anet_case(samples, records):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats; the best is reported")
+    parser.add_argument("--data", required=True, metavar="DIR",
+                        help="the directory holding qvhighlights/ and activitynet13/ (docs/data.md)")
     args = parser.parse_args()
+    data.DATA = Path(args.data)
     need = ["qvhighlights/highlight_val_release.jsonl", "qvhighlights/moment_detr_sample_val_preds.jsonl",
             "activitynet13/anet_anno_action.json", "activitynet13/video_info_new.csv"]  # fmt: skip
     missing = [n for n in need if not data.path(n).exists()]
     if missing:
-        print(f"error: shared data absent: {', '.join(missing)}", file=sys.stderr)
+        print(f"error: {args.data}: annotation files absent: {', '.join(missing)}", file=sys.stderr)
         return 2
 
     qvh = data.qvh_samples("val")
