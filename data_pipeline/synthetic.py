@@ -180,7 +180,12 @@ def make_dataset(
 # ----------------------------------------------------------------------------------------------------------
 # The demo's learnable temporal-grounding task: when is the red square on screen?
 
-SQUARE_QUERY = "the red square is on screen"
+def colour_query(colour: str) -> str:
+    """The query of a tg / vhd / dtg interval: when the square of that colour is on screen."""
+    return f"the {colour} square is on screen"
+
+
+SQUARE_QUERY = colour_query("red")
 SQUARE_VERSION = 2  # bump when the videos change: cached copies are keyed by it
 _BACKGROUND = 40
 _RED = (230, 20, 20)
@@ -435,7 +440,7 @@ def _world(task: str, rng: np.random.Generator, d: int, index: int, margin: int 
         lengths = [int(x) for x in rng.integers(1, 3, size=2)]
         starts = place(lengths)
         segs = [_paint(tl, c, [s], [n])[0] for c, s, n in zip(colours, starts, lengths, strict=True)]
-        queries = [f"the {c} square is on screen" for c in colours]
+        queries = [colour_query(c) for c in colours]
         return tl, {"segments": segs, "queries": queries}, [c for c in COLOURS if c not in colours]
     if task == "vhd":  # 1-3 red intervals, at least 1 s apart: the highlight is their union
         lengths = _fitting(rng, inner, int(rng.integers(1, 4)), 1, 3, 1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 
+from data_pipeline import synthetic
 from data_pipeline.prompts import QWEN25VL_CHAT_TEMPLATE, THINK_MODES, task_text
 
 BPE_SIZE = 768
@@ -82,11 +83,13 @@ _PHRASES = [
     "system\nYou are a helpful assistant.",
     "user\n",
     "assistant\n",
-    "the red square is on screen",
-    "the green square is on screen, the blue square is on screen, the cyan square is on screen",
-    "the yellow square is on screen, the magenta square is on screen",
-    "which colour comes right after the red square?",
-    'Find every occurrence of the action "yellow flash" in the video.',
+    synthetic.SQUARE_QUERY,
+    ", ".join(synthetic.colour_query(c) for c in ("green", "blue", "cyan")),
+    ", ".join(synthetic.colour_query(c) for c in ("yellow", "magenta")),
+    synthetic.GVQA_QUESTION,
+    # the tal instruction's sentence, as prompts.task_text writes it
+    next(x for x in task_text({"task": "tal", "action": synthetic.TAL_ACTION, "duration": 1.0}).splitlines()
+         if synthetic.TAL_ACTION in x),
 ]
 
 
